@@ -1,0 +1,60 @@
+# promised: build, test and run the platform. `make help` lists the targets.
+
+SHELL := /bin/bash
+GO ?= go
+CACHE ?= $(HOME)/.cache/promised
+TOOLS := $(CACHE)/tools
+CONTROLLER_GEN_VERSION := v0.23.0
+CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
+BIN := bin
+
+export PROMISED_CACHE := $(CACHE)
+
+.DEFAULT_GOAL := help
+
+include test/controlplane/controlplane.mk
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build the promised binary into bin/
+	$(GO) build -o $(BIN)/promised ./cmd/promised
+
+.PHONY: run
+run: build controlplane ## Bring the local platform up with the examples (promised up)
+	$(BIN)/promised up --with-examples
+
+.PHONY: test
+test: deps controlplane generate-check vet ## Install what the tests need, then run every test with -race
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+.PHONY: vet
+vet: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+
+.PHONY: lint
+lint: vet ## Static checks (go vet, gofmt)
+
+.PHONY: deps
+deps: ## Install system tools the tests use (git, docker client check)
+	@command -v git >/dev/null || { echo "installing git (apt-get)"; apt-get update -qq && apt-get install -y -qq git; }
+
+$(CONTROLLER_GEN):
+	@echo ">> building controller-gen $(CONTROLLER_GEN_VERSION) (about 1 minute, once)"
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	mv $(TOOLS)/controller-gen $(CONTROLLER_GEN)
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Regenerate deepcopy code and CRD YAML from api/
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd
+
+.PHONY: generate-check
+generate-check: generate ## Fail when generated code differs from what is checked in
+	@git diff --exit-code -- api config/crd || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config/crd)" || { git status --porcelain -- api config/crd; echo "generated files are not committed: run 'make generate' and commit"; exit 1; }

@@ -1,0 +1,21 @@
+// Package builtin lists the stages compiled into promised's binaries: the
+// shared stages and every shipped promise's own.
+package builtin
+
+import (
+	"promised.dev/promised/examples/team"
+	"promised.dev/promised/pipelines/stage"
+)
+
+// Registry returns a registry holding every built-in stage.
+func Registry() (*stage.Registry, error) {
+	r := stage.NewRegistry()
+	for name, f := range map[string]stage.Func{
+		team.StageName: team.Render,
+	} {
+		if err := r.Register(name, f); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
