@@ -97,10 +97,10 @@ func (e *Engine) Run(ctx context.Context, w Workflow) (*Result, error) {
 			return nil, pe
 		}
 		res.Pipelines = append(res.Pipelines, out)
-		res.Status = MergeStatus(res.Status, status)
+		res.Status = contract.MergeStatus(res.Status, status)
 		res.Control = ctl
 		if len(res.Status) > 0 {
-			obj.Object["status"] = MergeStatus(statusOf(obj), status)
+			obj.Object["status"] = contract.MergeStatus(statusOf(obj), status)
 		}
 		if ctl.Suspend {
 			break

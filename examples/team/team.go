@@ -15,7 +15,7 @@ import (
 	"promised.dev/promised/pipelines/ytt"
 )
 
-//go:embed templates
+//go:embed all:templates
 var templates embed.FS
 
 // StageName is the built-in stage's name; its image is stage.Image(StageName).

@@ -142,8 +142,9 @@ func (c *Context) ReadOutput(rel string) ([]byte, error) {
 	return os.ReadFile(p)
 }
 
-// SetStatus merges fields into metadata/status.yaml; later keys win, as
-// when the controller merges them into the object's status.
+// SetStatus merges fields into metadata/status.yaml the way the controller
+// merges them into the object's status: keys overwrite, conditions merge
+// by type.
 func (c *Context) SetStatus(fields map[string]any) error {
 	p := filepath.Join(c.Workspace.Metadata(), contract.StatusFile)
 	status := map[string]any{}
@@ -154,10 +155,7 @@ func (c *Context) SetStatus(fields map[string]any) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("reading %s: %w", contract.StatusFile, err)
 	}
-	for k, v := range fields {
-		status[k] = v
-	}
-	return writeYAML(p, status)
+	return writeYAML(p, contract.MergeStatus(status, fields))
 }
 
 // AddDestinationSelector appends a selector to destination-selectors.yaml.

@@ -1,4 +1,4 @@
-package pipelines
+package contract
 
 // MergeStatus returns base with overlay merged in the way Kratix merges a
 // pipeline's status.yaml: top-level keys overwrite, and "conditions" merge
