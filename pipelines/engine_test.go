@@ -39,7 +39,7 @@ func pipeline(name string, images ...string) v1alpha1.Pipeline {
 	return p
 }
 
-func engineWith(t *testing.T, stages map[string]stage.Func) *pipelines.Engine {
+func engineWith(t testing.TB, stages map[string]stage.Func) *pipelines.Engine {
 	t.Helper()
 	reg := stage.NewRegistry()
 	for n, f := range stages {

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/defaulting"
 	"k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"promised.dev/promised/api/v1alpha1"
 )
@@ -79,7 +78,7 @@ func Check(crd *apiextensionsv1.CustomResourceDefinition, obj *unstructured.Unst
 	if err != nil {
 		return nil, fmt.Errorf("reading the schema of %s: %w", crd.Name, err)
 	}
-	if errs := validation.ValidateCustomResource(field.NewPath(""), out.Object, validator); len(errs) > 0 {
+	if errs := validation.ValidateCustomResource(nil, out.Object, validator); len(errs) > 0 {
 		return nil, fmt.Errorf("%s is refused by the promise's schema: %w", ref, errs.ToAggregate())
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -113,11 +114,12 @@ func Render(ctx context.Context, e *pipelines.Engine, r Request) (*pipelines.Res
 		if r.Object == nil {
 			return nil, fmt.Errorf("a resource workflow needs a request")
 		}
-		if w.Object, err = apischema.Check(crd, r.Object); err != nil {
-			return nil, err
+		obj := r.Object.DeepCopy()
+		if obj.GetNamespace() == "" && crd.Spec.Scope != apiextensionsv1.ClusterScoped {
+			obj.SetNamespace("default")
 		}
-		if w.Object.GetNamespace() == "" {
-			w.Object.SetNamespace("default")
+		if w.Object, err = apischema.Check(crd, obj); err != nil {
+			return nil, err
 		}
 	case contract.TypePromise:
 		actions = r.Promise.Spec.Workflows.Promise
