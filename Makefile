@@ -23,8 +23,9 @@ build: ## Build the promised binary into bin/
 	$(GO) build -o $(BIN)/promised ./cmd/promised
 
 .PHONY: run
-run: build controlplane ## Bring the local platform up with the examples (promised up)
-	$(BIN)/promised up --with-examples
+run: build ## Run the example promise end to end on this machine
+	$(BIN)/promised render examples/team examples/team/testdata/basic/request.yaml
+	$(BIN)/promised test examples/team
 
 .PHONY: test
 test: deps controlplane generate-check vet ## Install what the tests need, then run every test with -race
@@ -40,8 +41,10 @@ vet: ## go vet and gofmt
 lint: vet ## Static checks (go vet, gofmt)
 
 .PHONY: deps
-deps: ## Install system tools the tests use (git, docker client check)
-	@command -v git >/dev/null || { echo "installing git (apt-get)"; apt-get update -qq && apt-get install -y -qq git; }
+deps: ## Install the system tools the tests use (git, docker CLI) when missing
+	@command -v git >/dev/null || { echo ">> installing git with apt-get (about 20 s)"; apt-get update -qq && apt-get install -y -qq git; }
+	@command -v docker >/dev/null || { echo ">> installing the docker CLI and engine with apt-get (about 1 min)"; apt-get update -qq && apt-get install -y -qq docker.io; }
+	@docker info >/dev/null 2>&1 || { echo "the Docker engine is not running: start it (e.g. 'service docker start') and run make test again"; exit 1; }
 
 $(CONTROLLER_GEN):
 	@echo ">> building controller-gen $(CONTROLLER_GEN_VERSION) (about 1 minute, once)"

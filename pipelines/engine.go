@@ -42,6 +42,10 @@ type Workflow struct {
 	// Previous is what the workflow wrote last time, keyed
 	// "<pipeline>/<path>" as the state store holds it.
 	Previous map[string][]byte
+	// Inputs are extra files written under input/ beside object.yaml, keyed
+	// by slash-separated path (the destination's sealing certificate, for
+	// one): facts the platform gives a stage that are not in the request.
+	Inputs map[string][]byte
 }
 
 // Result is what a workflow produced, validated.
@@ -122,7 +126,7 @@ func (e *Engine) runPipeline(ctx context.Context, w Workflow, p v1alpha1.Pipelin
 	}
 	defer os.RemoveAll(root)
 	ws := contract.Workspace{Root: root}
-	if err := prepare(ws, obj, previousOf(w.Previous, p.Metadata.Name)); err != nil {
+	if err := prepare(ws, obj, w.Inputs, previousOf(w.Previous, p.Metadata.Name)); err != nil {
 		return out, ctl, nil, err
 	}
 	gvk := obj.GroupVersionKind()
@@ -148,8 +152,9 @@ func (e *Engine) runPipeline(ctx context.Context, w Workflow, p v1alpha1.Pipelin
 	return out, ctl, status, checkSelectorDirs(sels, out.Files)
 }
 
-// prepare writes the input object and the previous output into ws.
-func prepare(ws contract.Workspace, obj *unstructured.Unstructured, previous map[string][]byte) error {
+// prepare writes the input object, the extra inputs and the previous
+// output into ws.
+func prepare(ws contract.Workspace, obj *unstructured.Unstructured, inputs, previous map[string][]byte) error {
 	if err := ws.Create(); err != nil {
 		return err
 	}
@@ -160,16 +165,27 @@ func prepare(ws contract.Workspace, obj *unstructured.Unstructured, previous map
 	if err := os.WriteFile(ws.ObjectPath(), data, 0o644); err != nil {
 		return fmt.Errorf("writing the input object: %w", err)
 	}
-	for rel, content := range previous {
+	if err := writeTree(ws.Input(), inputs); err != nil {
+		return fmt.Errorf("writing inputs: %w", err)
+	}
+	if err := writeTree(ws.Previous(), previous); err != nil {
+		return fmt.Errorf("writing previous output: %w", err)
+	}
+	return nil
+}
+
+// writeTree writes files under root, refusing paths that would leave it.
+func writeTree(root string, files map[string][]byte) error {
+	for rel, content := range files {
 		if err := validate.Path(rel); err != nil {
-			return fmt.Errorf("previous output: %w", err)
+			return err
 		}
-		p := filepath.Join(ws.Previous(), filepath.FromSlash(rel))
+		p := filepath.Join(root, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return fmt.Errorf("writing previous output %s: %w", rel, err)
+			return fmt.Errorf("writing %s: %w", rel, err)
 		}
 		if err := os.WriteFile(p, content, 0o644); err != nil {
-			return fmt.Errorf("writing previous output %s: %w", rel, err)
+			return fmt.Errorf("writing %s: %w", rel, err)
 		}
 	}
 	return nil

@@ -133,6 +133,17 @@ func (c *Context) Previous(rel string) ([]byte, error) {
 	return os.ReadFile(p)
 }
 
+// Input returns a file the platform placed under input/ beside the object
+// (such as the destination's sealing certificate), or an error satisfying
+// errors.Is(err, fs.ErrNotExist).
+func (c *Context) Input(rel string) ([]byte, error) {
+	p, err := confined(c.Workspace.Input(), rel)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(p)
+}
+
 // ReadOutput returns an output file an earlier stage of this pipeline wrote.
 func (c *Context) ReadOutput(rel string) ([]byte, error) {
 	p, err := confined(c.Workspace.Output(), rel)
