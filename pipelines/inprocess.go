@@ -6,6 +6,7 @@ import (
 
 	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/pipelines/contract"
+	"promised.dev/promised/pipelines/ledger"
 	"promised.dev/promised/pipelines/stage"
 )
 
@@ -13,6 +14,9 @@ import (
 // image, microseconds of overhead instead of a Job's seconds.
 type InProcess struct {
 	Registry *stage.Registry
+	// Ledger is the credential ledger stages reach through
+	// stage.Context.Ledger; nil gives them stage.ErrNoLedger.
+	Ledger ledger.Ledger
 }
 
 // RunContainer implements ContainerRunner.
@@ -21,7 +25,7 @@ func (r InProcess) RunContainer(ctx context.Context, c v1alpha1.Container, ws co
 	if !ok {
 		return fmt.Errorf("image %s is not a stage built into this binary (built-in stages: %v at %s)", c.Image, r.Registry.Names(), stage.Version)
 	}
-	sc, err := stage.NewContext(ws, func(k string) string { return env[k] })
+	sc, err := stage.NewContext(ws, func(k string) string { return env[k] }, stage.WithLedger(r.Ledger))
 	if err != nil {
 		return err
 	}

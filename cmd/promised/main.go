@@ -30,6 +30,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRenderCmd(), newTestCmd(), newStageCmd(), newVersionCmd())
+	root.AddCommand(newRenderCmd(), newTestCmd(), newStageCmd(), newControllerCmd(), newVersionCmd())
 	return root
 }

@@ -7,12 +7,12 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/pipelines"
 	"promised.dev/promised/pipelines/apischema"
 	"promised.dev/promised/pipelines/contract"
+	"promised.dev/promised/pipelines/ledger"
 	"promised.dev/promised/pipelines/stage"
 )
 
@@ -42,11 +42,15 @@ type Options struct {
 	StageCommand []string
 	// Docker runs images; the zero value uses the docker CLI.
 	Docker pipelines.Docker
+	// Ledger is the credential ledger of in-process stages, typically a
+	// ledger.Folder so re-rendering reuses the credentials minted before;
+	// nil leaves stages without one.
+	Ledger ledger.Ledger
 }
 
 // NewEngine returns an engine that runs containers as opts says.
 func NewEngine(opts Options) (*pipelines.Engine, error) {
-	inproc := pipelines.InProcess{Registry: opts.Registry}
+	inproc := pipelines.InProcess{Registry: opts.Registry, Ledger: opts.Ledger}
 	exec := pipelines.Exec{Resolve: func(image string) ([]string, bool) {
 		name, ok := stage.BuiltinName(image)
 		if !ok {
@@ -123,7 +127,7 @@ func Render(ctx context.Context, e *pipelines.Engine, r Request) (*pipelines.Res
 		}
 	case contract.TypePromise:
 		actions = r.Promise.Spec.Workflows.Promise
-		obj, err := promiseObject(r.Promise)
+		obj, err := pipelines.PromiseObject(r.Promise)
 		if err != nil {
 			return nil, err
 		}
@@ -140,15 +144,4 @@ func Render(ctx context.Context, e *pipelines.Engine, r Request) (*pipelines.Res
 		return nil, fmt.Errorf("workflow action %q: want configure or delete", r.Action)
 	}
 	return e.Run(ctx, w)
-}
-
-func promiseObject(p *v1alpha1.Promise) (*unstructured.Unstructured, error) {
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
-	if err != nil {
-		return nil, fmt.Errorf("promise %q: %w", p.Name, err)
-	}
-	u := &unstructured.Unstructured{Object: m}
-	u.SetAPIVersion(v1alpha1.GroupVersion.String())
-	u.SetKind("Promise")
-	return u, nil
 }

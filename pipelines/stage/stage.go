@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"promised.dev/promised/pipelines/contract"
+	"promised.dev/promised/pipelines/ledger"
 )
 
 // Func is a pipeline stage. It reads the input object and previous output
@@ -33,15 +34,42 @@ type Context struct {
 
 	getenv func(string) string
 	object *unstructured.Unstructured
+	ledger ledger.Ledger
 }
 
+// Option configures what a Context offers beyond the contract's folders
+// and variables.
+type Option func(*Context)
+
+// WithLedger gives stages the platform's credential ledger (nil: none).
+func WithLedger(l ledger.Ledger) Option { return func(c *Context) { c.ledger = l } }
+
 // NewContext builds a Context over ws, reading variables through getenv.
-func NewContext(ws contract.Workspace, getenv func(string) string) (*Context, error) {
+func NewContext(ws contract.Workspace, getenv func(string) string, opts ...Option) (*Context, error) {
 	env, err := contract.EnvFrom(getenv)
 	if err != nil {
 		return nil, err
 	}
-	return &Context{Env: env, Workspace: ws, getenv: getenv}, nil
+	c := &Context{Env: env, Workspace: ws, getenv: getenv}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// ErrNoLedger is returned by Context.Ledger where the platform gives no
+// ledger: a stage run as a container or subprocess, or a local run
+// without one.
+var ErrNoLedger = errors.New("no credential ledger here: stages that mint credentials run in-process, in the controller or in a local run given a ledger folder")
+
+// Ledger returns the platform's credential ledger, through which a stage
+// finds the credentials it issued before (see ledger.Obtain) instead of
+// keeping its own client to the platform.
+func (c *Context) Ledger() (ledger.Ledger, error) {
+	if c == nil || c.ledger == nil {
+		return nil, ErrNoLedger
+	}
+	return c.ledger, nil
 }
 
 // Getenv returns a variable of this run's environment (the container's env

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"promised.dev/promised/cmd/builtin"
+	"promised.dev/promised/controller"
+)
+
+func newControllerCmd() *cobra.Command {
+	var (
+		kubeconfig string
+		opts       controller.Options
+		qps        float32
+		burst      int
+		zapOpts    zap.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the controller against a platform cluster",
+		Long: `Controller runs the orchestrator: it installs every Promise's API, runs the
+workflows of every request, places their output on destinations and writes it
+to the Git state stores. Built-in stages run in-process.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+			cfg, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			cfg.QPS, cfg.Burst = qps, burst
+			if opts.Registry, err = builtin.Registry(); err != nil {
+				return err
+			}
+			if opts.StateDir == "" {
+				opts.StateDir = filepath.Join(os.TempDir(), "promised-stores")
+			}
+			mgr, err := controller.NewManager(cfg, opts)
+			if err != nil {
+				return err
+			}
+			return mgr.Start(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the platform cluster (in-cluster config or $KUBECONFIG when empty)")
+	f.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", controller.DefaultConcurrency(), "requests of one kind reconciled at once")
+	f.Float32Var(&qps, "kube-api-qps", 200, "queries per second to the kube-apiserver")
+	f.IntVar(&burst, "kube-api-burst", 400, "burst of queries to the kube-apiserver")
+	f.StringVar(&opts.StateDir, "state-dir", "", "folder for the state stores' clones (a temporary folder when empty)")
+	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "address of /metrics (\"0\" disables it)")
+	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect one active replica, for HA deployments")
+	f.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease")
+	logFlags := flag.NewFlagSet("log", flag.ContinueOnError)
+	zapOpts.BindFlags(logFlags)
+	f.AddGoFlagSet(logFlags)
+	return cmd
+}
+
+// restConfig loads a kubeconfig file, or the in-cluster / $KUBECONFIG
+// configuration when path is empty.
+func restConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		cfg, err := ctrl.GetConfig()
+		if err != nil {
+			return nil, fmt.Errorf("loading the cluster configuration: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}

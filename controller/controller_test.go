@@ -1,0 +1,300 @@
+package controller_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"promised.dev/promised/api/v1alpha1"
+	"promised.dev/promised/pipelines/contract"
+)
+
+func TestPromiseInstallsItsAPI(t *testing.T) {
+	e := newEnv(t)
+	p := e.promise("widgets", pipeline("render", "cm"))
+	e.create(p)
+	got := e.waitPromiseReady(p.Name)
+	require.Equal(t, "Widget", got.Status.Kind)
+	require.Equal(t, e.id+".test.promised.dev/v1", got.Status.APIVersion)
+	require.Equal(t, "True", condStatus(got.Status.Conditions, "APIInstalled"))
+
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	require.NoError(t, k8s.Get(e.ctx(), client.ObjectKey{Name: "widgets." + e.id + ".test.promised.dev"}, crd))
+	require.Equal(t, p.Name, crd.Labels["promised.dev/promise"])
+	require.NotNil(t, crd.Spec.Versions[0].Subresources.Status, "requests get a status subresource")
+
+	// The apiserver itself now judges requests against the promise's schema.
+	bad := e.request("bad", "x")
+	bad.Object["spec"] = map[string]any{"value": map[string]any{"not": "a string"}}
+	err := k8s.Create(e.ctx(), bad)
+	require.True(t, apierrors.IsInvalid(err), "want the apiserver to refuse the request, got %v", err)
+	require.Contains(t, err.Error(), "spec.value")
+}
+
+func TestRequestLifecycle(t *testing.T) {
+	e := newEnv(t)
+	e.destination("dev", nil)
+	p := e.promise("widgets", pipeline("render", "cm"))
+	p.Spec.Workflows.Resource.Delete = []v1alpha1.Pipeline{pipeline("teardown", "cleanup")}
+	e.create(p)
+	e.waitPromiseReady(p.Name)
+
+	req := e.request("orders", "one")
+	e.create(req)
+	got := e.waitRequest(req, "Ready", "True")
+	dir := requestDir("dev", "default", p.Name, req.GetName())
+
+	// The output is in Git, at the layout's path, in the commit the status names.
+	files := e.filesUnder(dir)
+	require.Len(t, files, 1)
+	require.Contains(t, files["render/cm.yaml"], "value: one")
+	commit, _, _ := unstructured.NestedString(got.Object, "status", "commit")
+	require.Equal(t, e.git.Head(e.repo, "main"), commit)
+	dests, _, _ := unstructured.NestedStringSlice(got.Object, "status", "destinations")
+	require.Equal(t, []string{"dev-" + e.id}, dests)
+	// The pipeline's status.yaml is merged in, but cannot overwrite the controller's keys.
+	value, _, _ := unstructured.NestedString(got.Object, "status", "value")
+	require.Equal(t, "one", value)
+	gen, _, _ := unstructured.NestedInt64(got.Object, "status", "observedGeneration")
+	require.Equal(t, got.GetGeneration(), gen)
+	for _, c := range []string{"PipelineSucceeded", "Scheduled", "Written"} {
+		require.Equal(t, "True", requestCondition(got, c)["status"], c)
+	}
+	require.Contains(t, got.GetFinalizers(), "platform.promised.dev/request-cleanup")
+
+	// A spec change makes exactly one new commit.
+	before := e.commits()
+	require.NoError(t, unstructured.SetNestedField(got.Object, "two", "spec", "value"))
+	require.NoError(t, k8s.Update(e.ctx(), got))
+	got = e.waitRequest(got, "Ready", "True")
+	require.Eventually(t, func() bool { return strings.Contains(e.filesUnder(dir)["render/cm.yaml"], "value: two") }, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, before+1, e.commits())
+
+	// A forced re-run with unchanged input: the pipeline runs, but nothing is
+	// committed and the request's status is not written.
+	runsBefore := runCount("default", req.GetName(), contract.ActionConfigure)
+	commitsBefore, rvBefore := e.commits(), ""
+	statusWritesBefore := metric(t, "promised_request_status_writes_total")
+	got, _ = e.get(req)
+	annotations := got.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations["promised.dev/reconcile-at"] = time.Now().Format(time.RFC3339Nano)
+	got.SetAnnotations(annotations)
+	require.NoError(t, k8s.Update(e.ctx(), got))
+	rvBefore = got.GetResourceVersion()
+	require.Eventually(t, func() bool { return runCount("default", req.GetName(), contract.ActionConfigure) > runsBefore }, 10*time.Second, 20*time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // let a write, if the controller wrongly made one, land
+	require.Equal(t, commitsBefore, e.commits(), "an unchanged re-run must not commit")
+	after, err := e.get(req)
+	require.NoError(t, err)
+	require.Equal(t, rvBefore, after.GetResourceVersion(), "an unchanged re-run must not write status")
+	require.Equal(t, statusWritesBefore, metric(t, "promised_request_status_writes_total"), "an unchanged re-run must not even send a status patch")
+
+	// Delete: the delete workflow runs, the folder goes, then the request.
+	require.NoError(t, k8s.Delete(e.ctx(), after))
+	require.Eventually(t, func() bool {
+		_, err := e.get(req)
+		return apierrors.IsNotFound(err)
+	}, 20*time.Second, 50*time.Millisecond)
+	require.Equal(t, int64(1), runCount("default", req.GetName(), contract.ActionDelete))
+	require.Empty(t, e.filesUnder(dir))
+}
+
+func TestPipelineFailureIsReportedAndRecovers(t *testing.T) {
+	e := newEnv(t)
+	e.destination("dev", nil)
+	p := e.promise("widgets", pipeline("render", "cm"))
+	e.create(p)
+	e.waitPromiseReady(p.Name)
+
+	req := e.request("broken", "x")
+	req.Object["spec"] = map[string]any{"value": "x", "fail": true}
+	e.create(req)
+	got := e.waitRequest(req, "PipelineSucceeded", "False")
+	msg := fmt.Sprint(requestCondition(got, "PipelineSucceeded")["message"])
+	for _, want := range []string{`promise "` + p.Name + `"`, `pipeline "render"`, `container "cm"`, "the stage was asked to fail"} {
+		require.Contains(t, msg, want)
+	}
+	require.Equal(t, "False", requestCondition(got, "Ready")["status"])
+	require.Empty(t, e.filesUnder(requestDir("dev", "default", p.Name, req.GetName())), "nothing is written for a failed run")
+
+	// Fixing the spec recovers without any manual cleanup.
+	require.NoError(t, unstructured.SetNestedField(got.Object, false, "spec", "fail"))
+	require.NoError(t, k8s.Update(e.ctx(), got))
+	e.waitRequest(got, "Ready", "True")
+	require.Contains(t, e.filesUnder(requestDir("dev", "default", p.Name, req.GetName()))["render/cm.yaml"], "value: x")
+}
+
+func TestNoMatchingDestinationWaitsForOne(t *testing.T) {
+	e := newEnv(t)
+	p := e.promise("widgets", pipeline("render", "cm"))
+	p.Spec.DestinationSelectors = append(p.Spec.DestinationSelectors, v1alpha1.DestinationSelector{MatchLabels: map[string]string{"env": "prod"}})
+	e.create(p)
+	e.waitPromiseReady(p.Name)
+	e.destination("dev", map[string]string{"env": "dev"})
+
+	req := e.request("lonely", "x")
+	e.create(req)
+	got := e.waitRequest(req, "Scheduled", "False")
+	msg := fmt.Sprint(requestCondition(got, "Scheduled")["message"])
+	require.Contains(t, msg, "env=prod")
+	require.Contains(t, msg, "test="+e.id)
+
+	// A matching destination appears: the request is placed on it at once.
+	e.destination("prod", map[string]string{"env": "prod"})
+	got = e.waitRequest(req, "Ready", "True")
+	dests, _, _ := unstructured.NestedStringSlice(got.Object, "status", "destinations")
+	require.Equal(t, []string{"prod-" + e.id}, dests)
+	require.NotEmpty(t, e.filesUnder(requestDir("prod", "default", p.Name, req.GetName())))
+}
+
+func TestSchedulingIsSticky(t *testing.T) {
+	e := newEnv(t)
+	e.destination("a", nil)
+	e.destination("b", nil)
+	p := e.promise("widgets", pipeline("render", "cm"))
+	e.create(p)
+	e.waitPromiseReady(p.Name)
+
+	placed := map[string]string{}
+	var reqs []*unstructured.Unstructured
+	for i := range 12 {
+		req := e.request(fmt.Sprintf("r%d", i), "v")
+		e.create(req)
+		reqs = append(reqs, req)
+	}
+	for _, req := range reqs {
+		got := e.waitRequest(req, "Ready", "True")
+		dests, _, _ := unstructured.NestedStringSlice(got.Object, "status", "destinations")
+		require.Len(t, dests, 1)
+		placed[req.GetName()] = dests[0]
+	}
+	used := map[string]bool{}
+	for _, d := range placed {
+		used[d] = true
+	}
+	require.Len(t, used, 2, "requests spread over both destinations: %v", placed)
+
+	// A new destination re-runs placement but moves nothing.
+	e.destination("c", nil)
+	time.Sleep(time.Second)
+	for _, req := range reqs {
+		got := e.waitRequest(req, "Ready", "True")
+		dests, _, _ := unstructured.NestedStringSlice(got.Object, "status", "destinations")
+		require.Equal(t, []string{placed[req.GetName()]}, dests, "request %s moved", req.GetName())
+	}
+
+	// A destination that stops matching loses its requests to the others,
+	// and its folders leave the store.
+	d := &v1alpha1.Destination{}
+	require.NoError(t, k8s.Get(e.ctx(), client.ObjectKey{Name: "a-" + e.id}, d))
+	d.Labels["test"] = "elsewhere"
+	require.NoError(t, k8s.Update(e.ctx(), d))
+	for _, req := range reqs {
+		require.Eventually(t, func() bool {
+			got, err := e.get(req)
+			if err != nil {
+				return false
+			}
+			dests, _, _ := unstructured.NestedStringSlice(got.Object, "status", "destinations")
+			return len(dests) == 1 && dests[0] != "a-"+e.id
+		}, 20*time.Second, 50*time.Millisecond)
+	}
+	require.Eventually(t, func() bool { return len(e.filesUnder("a/resources")) == 0 }, 10*time.Second, 50*time.Millisecond)
+}
+
+func TestPromiseDependenciesAndDelete(t *testing.T) {
+	e := newEnv(t)
+	e.destination("dev", nil)
+	e.destination("prod", nil)
+	p := e.promise("widgets", pipeline("render", "cm"))
+	dep := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "widgets-system"}}}
+	raw, err := dep.MarshalJSON()
+	require.NoError(t, err)
+	p.Spec.Dependencies = []v1alpha1.Dependency{{RawExtension: runtime.RawExtension{Raw: raw}}}
+	p.Spec.Workflows.Promise.Configure = []v1alpha1.Pipeline{pipeline("setup", "promise-cm")}
+	e.create(p)
+	got := e.waitPromiseReady(p.Name)
+	require.Equal(t, []string{"dev-" + e.id, "prod-" + e.id}, got.Status.Destinations)
+	for _, dest := range []string{"dev", "prod"} {
+		files := e.filesUnder(dest + "/dependencies/" + p.Name)
+		require.Contains(t, files["dependencies.yaml"], "widgets-system")
+		require.Contains(t, files["setup/shared.yaml"], "shared-"+p.Name)
+	}
+
+	req := e.request("keep", "x")
+	e.create(req)
+	e.waitRequest(req, "Ready", "True")
+
+	// Deleting the promise waits for its requests, and says so.
+	require.NoError(t, k8s.Delete(e.ctx(), got))
+	require.Eventually(t, func() bool {
+		cur := &v1alpha1.Promise{}
+		if err := k8s.Get(e.ctx(), client.ObjectKey{Name: p.Name}, cur); err != nil {
+			return false
+		}
+		for _, c := range cur.Status.Conditions {
+			if c.Type == "Ready" && c.Reason == "WaitingForRequests" && strings.Contains(c.Message, "1 Widget request(s)") {
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 50*time.Millisecond)
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	require.NoError(t, k8s.Get(e.ctx(), client.ObjectKey{Name: "widgets." + e.id + ".test.promised.dev"}, crd), "the API stays while requests remain")
+
+	// Once the last request is gone, the promise, its output and its API go.
+	require.NoError(t, k8s.Delete(e.ctx(), req))
+	require.Eventually(t, func() bool {
+		err := k8s.Get(e.ctx(), client.ObjectKey{Name: p.Name}, &v1alpha1.Promise{})
+		return apierrors.IsNotFound(err)
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool {
+		err := k8s.Get(e.ctx(), client.ObjectKey{Name: crd.Name}, &apiextensionsv1.CustomResourceDefinition{})
+		return apierrors.IsNotFound(err)
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Empty(t, e.filesUnder("dev/dependencies/"+p.Name))
+	require.Empty(t, e.filesUnder("prod/dependencies/"+p.Name))
+	require.Empty(t, e.filesUnder("dev/resources"))
+}
+
+func TestBadPromises(t *testing.T) {
+	e := newEnv(t)
+	notCRD := e.promise("notcrd")
+	notCRD.Spec.API = &runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}`)}
+	e.create(notCRD)
+
+	first := e.promise("first", pipeline("render", "cm"))
+	e.create(first)
+	e.waitPromiseReady(first.Name)
+	second := e.promise("second", pipeline("render", "cm"))
+	e.create(second)
+
+	for name, want := range map[string]string{
+		notCRD.Name: "want apiextensions.k8s.io/v1 CustomResourceDefinition",
+		second.Name: `already served by promise "` + first.Name + `"`,
+	} {
+		require.Eventually(t, func() bool {
+			p := &v1alpha1.Promise{}
+			if err := k8s.Get(e.ctx(), client.ObjectKey{Name: name}, p); err != nil {
+				return false
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == "APIInstalled" && c.Status == "False" && strings.Contains(c.Message, want) {
+					return true
+				}
+			}
+			return false
+		}, 20*time.Second, 50*time.Millisecond, "promise %s: want APIInstalled=False with %q", name, want)
+	}
+}
