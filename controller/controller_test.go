@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -297,4 +298,36 @@ func TestBadPromises(t *testing.T) {
 			return false
 		}, 20*time.Second, 50*time.Millisecond, "promise %s: want APIInstalled=False with %q", name, want)
 	}
+}
+
+func TestUnreachableStoreIsReportedAndRecovers(t *testing.T) {
+	e := newEnv(t)
+	// Break the store's credentials before anything uses them.
+	sec := &corev1.Secret{}
+	require.NoError(t, k8s.Get(e.ctx(), client.ObjectKey{Namespace: "default", Name: "git-" + e.id}, sec))
+	sec.Data["password"] = []byte("wrong")
+	require.NoError(t, k8s.Update(e.ctx(), sec))
+
+	d := e.destination("dev", nil)
+	p := e.promise("widgets", pipeline("render", "cm"))
+	e.create(p)
+	e.waitPromiseReady(p.Name) // no dependencies: nothing to write yet
+	req := e.request("waits", "x")
+	e.create(req)
+
+	got := e.waitRequest(req, "Written", "False")
+	msg := fmt.Sprint(requestCondition(got, "Written")["message"])
+	require.Contains(t, msg, `GitStateStore "`+e.store+`"`)
+	require.NotContains(t, msg, "wrong", "the password never appears in status")
+	require.Eventually(t, func() bool {
+		cur := &v1alpha1.Destination{}
+		return k8s.Get(e.ctx(), client.ObjectKeyFromObject(d), cur) == nil && condStatus(cur.Status.Conditions, "Ready") == "False"
+	}, 20*time.Second, 50*time.Millisecond, "the destination reports its store unreachable")
+	require.Empty(t, e.files(), "nothing was written")
+
+	// Fixing the Secret is enough: the request is written on its next try.
+	sec.Data["password"] = []byte(e.git.Password())
+	require.NoError(t, k8s.Update(e.ctx(), sec))
+	e.waitRequest(req, "Ready", "True")
+	require.NotEmpty(t, e.filesUnder(requestDir("dev", "default", p.Name, req.GetName())))
 }

@@ -168,8 +168,11 @@ func (run *promiseRun) installAPI(ctx context.Context) error {
 		return fmt.Errorf("reading CRD %s: %w", crd.Name, err)
 	case existing.Labels[LabelPromise] != run.p.Name:
 		return stalled(CondAPIInstalled, ReasonConflict, fmt.Errorf("CRD %s exists and is not managed by promise %q", crd.Name, run.p.Name))
-	case !equality.Semantic.DeepEqual(existing.Spec, crd.Spec):
+	case existing.Annotations[annotationAPIDigest] != crd.Annotations[annotationAPIDigest]:
+		// Compared by digest: the apiserver defaults fields of the stored
+		// spec, so comparing specs would update on every reconcile.
 		existing.Spec = crd.Spec
+		existing.Annotations = crd.Annotations
 		if err := run.r.Client.Update(ctx, existing); err != nil {
 			return stalled(CondAPIInstalled, ReasonInvalidAPI, fmt.Errorf("updating CRD %s: %w", crd.Name, err))
 		}

@@ -1,6 +1,10 @@
 package controller
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -16,6 +20,10 @@ import (
 // names cannot contain a dot, so it never collides with a pipeline's
 // folder.
 const dependenciesFile = "dependencies.yaml"
+
+// annotationAPIDigest records on a CRD the digest of the spec the
+// controller installed from its promise.
+const annotationAPIDigest = "promised.dev/api-digest"
 
 // parseAPI returns the CRD to install for a promise: its spec.api with a
 // status subresource and an open status schema on every version, because
@@ -42,6 +50,12 @@ func parseAPI(p *v1alpha1.Promise) (*apiextensionsv1.CustomResourceDefinition, e
 		s.Properties["status"] = apiextensionsv1.JSONSchemaProps{Type: "object", XPreserveUnknownFields: &preserve}
 	}
 	crd.Labels = map[string]string{LabelPromise: p.Name}
+	spec, err := json.Marshal(crd.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("promise %q: encoding spec.api: %w", p.Name, err)
+	}
+	sum := sha256.Sum256(spec)
+	crd.Annotations = map[string]string{annotationAPIDigest: hex.EncodeToString(sum[:])}
 	crd.ResourceVersion = ""
 	crd.Status = apiextensionsv1.CustomResourceDefinitionStatus{}
 	return crd, nil
