@@ -106,7 +106,7 @@ func Setup(mgr manager.Manager, opts Options) error {
 	}
 	stores := &Stores{Client: mgr.GetClient(), Dir: opts.StateDir, Logger: mgr.GetLogger().WithName("statestore")}
 	places := &Placer{Client: mgr.GetClient(), Stores: stores}
-	engine := NewEngine(opts.Registry, opts.JobRunner)
+	engine := NewEngine(pipelines.InProcess{Registry: opts.Registry, Objects: promiseObjects{client: mgr.GetClient()}}, opts.JobRunner)
 	runs := NewRunBook()
 	recorder := mgr.GetEventRecorder("promised")
 	nudge := newNudger()
@@ -163,9 +163,10 @@ func deletionStarted() predicate.Predicate {
 // NewEngine returns the controller's engine: a pipeline whose every image
 // is a stage built into this binary at this version runs in-process;
 // anything else, or runtime: job, goes to the Job runner.
-func NewEngine(reg *stage.Registry, jobs pipelines.PipelineRunner) *pipelines.Engine {
+func NewEngine(builtin pipelines.InProcess, jobs pipelines.PipelineRunner) *pipelines.Engine {
+	reg := builtin.Registry
 	inproc := pipelines.Sequential{Pick: func(v1alpha1.Container) (pipelines.ContainerRunner, error) {
-		return pipelines.InProcess{Registry: reg}, nil
+		return builtin, nil
 	}}
 	return &pipelines.Engine{Choose: func(p v1alpha1.Pipeline) (pipelines.PipelineRunner, error) {
 		builtIn := p.Spec.Runtime != v1alpha1.RuntimeJob

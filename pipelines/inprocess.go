@@ -17,6 +17,9 @@ type InProcess struct {
 	// Ledger is the credential ledger stages reach through
 	// stage.Context.Ledger; nil gives them stage.ErrNoLedger.
 	Ledger ledger.Ledger
+	// Objects is the read access to platform objects stages reach through
+	// stage.Context.Objects; nil gives them stage.ErrNoObjects.
+	Objects stage.Objects
 }
 
 // RunContainer implements ContainerRunner.
@@ -25,7 +28,7 @@ func (r InProcess) RunContainer(ctx context.Context, c v1alpha1.Container, ws co
 	if !ok {
 		return fmt.Errorf("image %s is not a stage built into this binary (built-in stages: %v at %s)", c.Image, r.Registry.Names(), stage.Version)
 	}
-	sc, err := stage.NewContext(ws, func(k string) string { return env[k] }, stage.WithLedger(r.Ledger))
+	sc, err := stage.NewContext(ws, func(k string) string { return env[k] }, stage.WithLedger(r.Ledger), stage.WithObjects(r.Objects))
 	if err != nil {
 		return err
 	}

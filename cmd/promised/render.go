@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"promised.dev/promised/cmd/builtin"
-	"promised.dev/promised/pipelines"
 	"promised.dev/promised/pipelines/contract"
 	"promised.dev/promised/pipelines/local"
 )
@@ -21,12 +20,12 @@ func (f *engineFlags) add(cmd *cobra.Command) {
 		"how containers run: auto (built-in stages in-process, other images with docker), inprocess, exec or docker")
 }
 
-func (f *engineFlags) engine() (*pipelines.Engine, error) {
+func (f *engineFlags) options() (local.Options, error) {
 	reg, err := builtin.Registry()
 	if err != nil {
-		return nil, err
+		return local.Options{}, err
 	}
-	return local.NewEngine(local.Options{Registry: reg, Runtime: local.Runtime(f.runtime)})
+	return local.Options{Registry: reg, Runtime: local.Runtime(f.runtime)}, nil
 }
 
 func newRenderCmd() *cobra.Command {
@@ -34,6 +33,7 @@ func newRenderCmd() *cobra.Command {
 		ef                  engineFlags
 		workflow, typ       string
 		output, previousDir string
+		objectsDir          string
 	)
 	cmd := &cobra.Command{
 		Use:   "render PROMISE [REQUEST]",
@@ -66,7 +66,16 @@ REQUEST is a request file (not needed with --type promise).`,
 					return err
 				}
 			}
-			e, err := ef.engine()
+			opts, err := ef.options()
+			if err != nil {
+				return err
+			}
+			if objectsDir != "" {
+				if opts.Objects, err = local.LoadFolderObjects(objectsDir); err != nil {
+					return err
+				}
+			}
+			e, err := local.NewEngine(opts)
 			if err != nil {
 				return err
 			}
@@ -93,6 +102,7 @@ REQUEST is a request file (not needed with --type promise).`,
 	cmd.Flags().StringVar(&typ, "type", string(contract.TypeResource), "resource (a request's workflow) or promise (the promise's own)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the files to this folder instead of printing them")
 	cmd.Flags().StringVar(&previousDir, "previous", "", "a folder holding the previous output (as --output wrote it)")
+	cmd.Flags().StringVar(&objectsDir, "objects", "", "a folder of YAML files: other requests on the platform that stages may read")
 	return cmd
 }
 

@@ -24,14 +24,14 @@ expected/ folders are rewritten from what the runs produce.`,
   promised test promises/*`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := ef.engine()
+			opts, err := ef.options()
 			if err != nil {
 				return err
 			}
 			failed := 0
 			out := cmd.OutOrStdout()
 			for _, dir := range args {
-				results, err := local.RunCases(cmd.Context(), e, dir, update)
+				results, err := local.RunCases(cmd.Context(), opts, dir, update)
 				if err != nil {
 					return err
 				}

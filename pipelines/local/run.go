@@ -46,11 +46,14 @@ type Options struct {
 	// ledger.Folder so re-rendering reuses the credentials minted before;
 	// nil leaves stages without one.
 	Ledger ledger.Ledger
+	// Objects are the platform objects stages may read (stage.Objects);
+	// nil leaves stages without any.
+	Objects stage.Objects
 }
 
 // NewEngine returns an engine that runs containers as opts says.
 func NewEngine(opts Options) (*pipelines.Engine, error) {
-	inproc := pipelines.InProcess{Registry: opts.Registry, Ledger: opts.Ledger}
+	inproc := pipelines.InProcess{Registry: opts.Registry, Ledger: opts.Ledger, Objects: opts.Objects}
 	exec := pipelines.Exec{Resolve: func(image string) ([]string, bool) {
 		name, ok := stage.BuiltinName(image)
 		if !ok {

@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"promised.dev/promised/api/v1alpha1"
-	"promised.dev/promised/pipelines"
 	"promised.dev/promised/pipelines/contract"
 )
 
@@ -23,12 +22,14 @@ import (
 //	request.yaml   the request (omitted for promise workflows)
 //	case.yaml      optional: {type: resource|promise, action: configure|delete}
 //	previous/      optional: the previous output, as the state store holds it
+//	objects/       optional: other requests on the platform (stage.Objects)
 //	expected/      the snapshot the run must produce, or
 //	error.txt      text the run's error must contain
 const (
 	CaseRequest  = "request.yaml"
 	CaseSettings = "case.yaml"
 	CasePrevious = "previous"
+	CaseObjects  = "objects"
 	CaseExpected = "expected"
 	CaseError    = "error.txt"
 )
@@ -43,9 +44,10 @@ type CaseResult struct {
 // Passed reports whether the case produced what it expected.
 func (c CaseResult) Passed() bool { return c.Diff == "" }
 
-// RunCases runs every case under <promiseDir>/testdata. With update set,
-// a case's expected/ folder is rewritten from what the run produced.
-func RunCases(ctx context.Context, e *pipelines.Engine, promiseDir string, update bool) ([]CaseResult, error) {
+// RunCases runs every case under <promiseDir>/testdata with an engine
+// built from opts. With update set, a case's expected/ folder is rewritten
+// from what the run produced.
+func RunCases(ctx context.Context, opts Options, promiseDir string, update bool) ([]CaseResult, error) {
 	p, err := LoadPromise(promiseDir)
 	if err != nil {
 		return nil, err
@@ -60,7 +62,7 @@ func RunCases(ctx context.Context, e *pipelines.Engine, promiseDir string, updat
 		if !ent.IsDir() {
 			continue
 		}
-		diff, err := runCase(ctx, e, p, filepath.Join(root, ent.Name()), update)
+		diff, err := runCase(ctx, opts, p, filepath.Join(root, ent.Name()), update)
 		if err != nil {
 			return results, fmt.Errorf("test case %s: %w", ent.Name(), err)
 		}
@@ -77,7 +79,18 @@ type caseSettings struct {
 	Action contract.Action       `json:"action,omitempty"`
 }
 
-func runCase(ctx context.Context, e *pipelines.Engine, p *v1alpha1.Promise, dir string, update bool) (string, error) {
+func runCase(ctx context.Context, opts Options, p *v1alpha1.Promise, dir string, update bool) (string, error) {
+	if objs := filepath.Join(dir, CaseObjects); exists(objs) {
+		fo, err := LoadFolderObjects(objs)
+		if err != nil {
+			return "", err
+		}
+		opts.Objects = fo
+	}
+	e, err := NewEngine(opts)
+	if err != nil {
+		return "", err
+	}
 	set := caseSettings{Type: contract.TypeResource, Action: contract.ActionConfigure}
 	if data, err := os.ReadFile(filepath.Join(dir, CaseSettings)); err == nil {
 		if err := yaml.UnmarshalStrict(data, &set); err != nil {

@@ -32,9 +32,10 @@ type Context struct {
 	// Workspace locates the contract's folders.
 	Workspace contract.Workspace
 
-	getenv func(string) string
-	object *unstructured.Unstructured
-	ledger ledger.Ledger
+	getenv  func(string) string
+	object  *unstructured.Unstructured
+	ledger  ledger.Ledger
+	objects Objects
 }
 
 // Option configures what a Context offers beyond the contract's folders
