@@ -104,9 +104,9 @@ func Setup(mgr manager.Manager, opts Options) error {
 	if opts.MaxConcurrentReconciles == 0 {
 		opts.MaxConcurrentReconciles = DefaultConcurrency()
 	}
-	stores := &Stores{Client: mgr.GetClient(), Dir: opts.StateDir, Logger: mgr.GetLogger().WithName("statestore")}
+	stores := &Stores{Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Dir: opts.StateDir, Logger: mgr.GetLogger().WithName("statestore")}
 	places := &Placer{Client: mgr.GetClient(), Stores: stores}
-	engine := NewEngine(pipelines.InProcess{Registry: opts.Registry, Objects: promiseObjects{client: mgr.GetClient()}}, opts.JobRunner)
+	engine := NewEngine(pipelines.InProcess{Registry: opts.Registry, Objects: promiseObjects{client: mgr.GetClient()}, Secrets: platformSecrets{reader: mgr.GetAPIReader()}}, opts.JobRunner)
 	runs := NewRunBook()
 	recorder := mgr.GetEventRecorder("promised")
 	nudge := newNudger()

@@ -21,8 +21,11 @@ import (
 // writing to a store joins the same queue and their writes share commits.
 // A writer is rebuilt when the store's spec or its Secret changes.
 type Stores struct {
-	// Client reads GitStateStores and their Secrets.
+	// Client reads GitStateStores.
 	Client client.Reader
+	// Secrets reads their credentials; an uncached reader, so the
+	// controller does not watch every Secret of the cluster.
+	Secrets client.Reader
 	// Dir holds each writer's bare clone.
 	Dir string
 	// Logger is given to each writer.
@@ -90,7 +93,7 @@ func (s *Stores) config(ctx context.Context, gss *v1alpha1.GitStateStore) (state
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00", gss.Spec.URL, gss.Spec.Branch, gss.Spec.AuthMethod, gss.Spec.GitAuthor.Name, gss.Spec.GitAuthor.Email)
 	if ref := gss.Spec.SecretRef; ref != nil {
 		sec := &corev1.Secret{}
-		if err := s.Client.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, sec); err != nil {
+		if err := s.Secrets.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, sec); err != nil {
 			return cfg, "", fmt.Errorf("reading Secret %s/%s of GitStateStore %q: %w", ref.Namespace, ref.Name, gss.Name, err)
 		}
 		fmt.Fprintf(h, "%s\x00", sec.ResourceVersion)

@@ -20,6 +20,9 @@ type InProcess struct {
 	// Objects is the read access to platform objects stages reach through
 	// stage.Context.Objects; nil gives them stage.ErrNoObjects.
 	Objects stage.Objects
+	// Secrets is the read access to platform configuration Secrets;
+	// nil gives stages stage.ErrNoSecrets.
+	Secrets stage.Secrets
 }
 
 // RunContainer implements ContainerRunner.
@@ -28,7 +31,7 @@ func (r InProcess) RunContainer(ctx context.Context, c v1alpha1.Container, ws co
 	if !ok {
 		return fmt.Errorf("image %s is not a stage built into this binary (built-in stages: %v at %s)", c.Image, r.Registry.Names(), stage.Version)
 	}
-	sc, err := stage.NewContext(ws, func(k string) string { return env[k] }, stage.WithLedger(r.Ledger), stage.WithObjects(r.Objects))
+	sc, err := stage.NewContext(ws, func(k string) string { return env[k] }, stage.WithLedger(r.Ledger), stage.WithObjects(r.Objects), stage.WithSecrets(r.Secrets))
 	if err != nil {
 		return err
 	}

@@ -71,9 +71,11 @@ REQUEST is a request file (not needed with --type promise).`,
 				return err
 			}
 			if objectsDir != "" {
-				if opts.Objects, err = local.LoadFolderObjects(objectsDir); err != nil {
+				fo, err := local.LoadFolderObjects(objectsDir)
+				if err != nil {
 					return err
 				}
+				opts.Objects, opts.Secrets = fo, fo
 			}
 			e, err := local.NewEngine(opts)
 			if err != nil {
@@ -102,7 +104,7 @@ REQUEST is a request file (not needed with --type promise).`,
 	cmd.Flags().StringVar(&typ, "type", string(contract.TypeResource), "resource (a request's workflow) or promise (the promise's own)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the files to this folder instead of printing them")
 	cmd.Flags().StringVar(&previousDir, "previous", "", "a folder holding the previous output (as --output wrote it)")
-	cmd.Flags().StringVar(&objectsDir, "objects", "", "a folder of YAML files: other requests on the platform that stages may read")
+	cmd.Flags().StringVar(&objectsDir, "objects", "", "a folder of YAML files: other requests and platform configuration Secrets that stages may read")
 	return cmd
 }
 

@@ -5,21 +5,25 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"promised.dev/promised/pipelines/stage"
 )
 
-// FolderObjects serves stage.Objects from the YAML files of a folder: the
-// other requests a stage would see on the platform, for local runs and
-// test cases.
+// FolderObjects serves stage.Objects and stage.Secrets from the YAML files
+// of a folder: the other requests and the platform configuration Secrets a
+// stage would see on the platform, for local runs and test cases.
 type FolderObjects struct {
 	objs []unstructured.Unstructured
 }
@@ -79,4 +83,31 @@ func (f *FolderObjects) List(_ context.Context, apiVersion, kind string) ([]unst
 		}
 	}
 	return out, nil
+}
+
+// Get implements stage.Secrets: a v1 Secret of the folder labelled as
+// platform configuration, with stringData folded into data as the
+// apiserver would.
+func (f *FolderObjects) Get(_ context.Context, namespace, name string) (map[string][]byte, error) {
+	for _, o := range f.objs {
+		if o.GetAPIVersion() != "v1" || o.GetKind() != "Secret" || o.GetNamespace() != namespace || o.GetName() != name {
+			continue
+		}
+		if o.GetLabels()[stage.LabelPlatformConfig] != "true" {
+			return nil, fmt.Errorf("Secret %s/%s is not labelled %s=true", namespace, name, stage.LabelPlatformConfig)
+		}
+		sec := &corev1.Secret{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, sec); err != nil {
+			return nil, fmt.Errorf("Secret %s/%s: %w", namespace, name, err)
+		}
+		data := map[string][]byte{}
+		for k, v := range sec.Data {
+			data[k] = v
+		}
+		for k, v := range sec.StringData {
+			data[k] = []byte(v)
+		}
+		return data, nil
+	}
+	return nil, fmt.Errorf("Secret %s/%s not found in the objects folder", namespace, name)
 }

@@ -49,11 +49,13 @@ type Options struct {
 	// Objects are the platform objects stages may read (stage.Objects);
 	// nil leaves stages without any.
 	Objects stage.Objects
+	// Secrets are the platform configuration Secrets stages may read.
+	Secrets stage.Secrets
 }
 
 // NewEngine returns an engine that runs containers as opts says.
 func NewEngine(opts Options) (*pipelines.Engine, error) {
-	inproc := pipelines.InProcess{Registry: opts.Registry, Ledger: opts.Ledger, Objects: opts.Objects}
+	inproc := pipelines.InProcess{Registry: opts.Registry, Ledger: opts.Ledger, Objects: opts.Objects, Secrets: opts.Secrets}
 	exec := pipelines.Exec{Resolve: func(image string) ([]string, bool) {
 		name, ok := stage.BuiltinName(image)
 		if !ok {

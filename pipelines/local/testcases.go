@@ -22,7 +22,7 @@ import (
 //	request.yaml   the request (omitted for promise workflows)
 //	case.yaml      optional: {type: resource|promise, action: configure|delete}
 //	previous/      optional: the previous output, as the state store holds it
-//	objects/       optional: other requests on the platform (stage.Objects)
+//	objects/       optional: other requests and platform Secrets (stage.Objects, stage.Secrets)
 //	expected/      the snapshot the run must produce, or
 //	error.txt      text the run's error must contain
 const (
@@ -85,7 +85,7 @@ func runCase(ctx context.Context, opts Options, p *v1alpha1.Promise, dir string,
 		if err != nil {
 			return "", err
 		}
-		opts.Objects = fo
+		opts.Objects, opts.Secrets = fo, fo
 	}
 	e, err := NewEngine(opts)
 	if err != nil {

@@ -36,6 +36,7 @@ type Context struct {
 	object  *unstructured.Unstructured
 	ledger  ledger.Ledger
 	objects Objects
+	secrets Secrets
 }
 
 // Option configures what a Context offers beyond the contract's folders
