@@ -10,12 +10,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/pipelines/contract"
+	"promised.dev/promised/pipelines/seal"
+	"promised.dev/promised/pipelines/seal/sealtest"
 )
 
 func TestPromiseInstallsItsAPI(t *testing.T) {
@@ -330,4 +333,54 @@ func TestUnreachableStoreIsReportedAndRecovers(t *testing.T) {
 	require.NoError(t, k8s.Update(e.ctx(), sec))
 	e.waitRequest(req, "Ready", "True")
 	require.NotEmpty(t, e.filesUnder(requestDir("dev", "default", p.Name, req.GetName())))
+}
+
+func TestSecretsAreSealedForTheirDestinationAndStayPut(t *testing.T) {
+	e := newEnv(t)
+	devKey, err := sealtest.NewKey(2048)
+	require.NoError(t, err)
+	prodKey, err := sealtest.NewKey(2048)
+	require.NoError(t, err)
+	for name, k := range map[string]sealtest.Key{"dev": devKey, "prod": prodKey} {
+		d := &v1alpha1.Destination{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + e.id, Labels: map[string]string{"test": e.id, "env": name}},
+			Spec: v1alpha1.DestinationSpec{StateStoreRef: v1alpha1.StateStoreRef{Kind: "GitStateStore", Name: e.store}, Path: name,
+				Sealing: &v1alpha1.Sealing{CertificatePEM: string(k.CertPEM)}}}
+		e.create(d)
+	}
+	p := e.promise("creds", pipeline("mint", "secret", seal.StageName))
+	e.create(p)
+	e.waitPromiseReady(p.Name)
+
+	const password = "correct-horse-battery"
+	req := e.request("app", password)
+	e.create(req)
+	e.waitRequest(req, "Ready", "True")
+
+	// The pipeline chose env=prod: the secret is sealed for prod's key,
+	// whichever destination the platform first guessed.
+	files := e.filesUnder(requestDir("prod", "default", p.Name, req.GetName()))
+	manifest := files["mint/secret.yaml"]
+	require.Contains(t, manifest, "kind: SealedSecret")
+	data, err := prodKey.Unseal([]byte(manifest))
+	require.NoError(t, err)
+	require.Equal(t, password, string(data["password"]))
+	_, err = devKey.Unseal([]byte(manifest))
+	require.Error(t, err, "dev's key cannot open prod's secret")
+	for path, content := range e.files() {
+		require.NotContains(t, content, password, "plaintext in %s", path)
+	}
+
+	// Re-runs with unchanged input re-emit the same sealed bytes: no commit.
+	commits := e.commits()
+	for i := range 5 {
+		got, err := e.get(req)
+		require.NoError(t, err)
+		runs := runCount("default", req.GetName(), contract.ActionConfigure)
+		got.SetAnnotations(map[string]string{"promised.dev/reconcile-at": fmt.Sprint(i)})
+		require.NoError(t, k8s.Update(e.ctx(), got))
+		require.Eventually(t, func() bool { return runCount("default", req.GetName(), contract.ActionConfigure) > runs }, 10*time.Second, 20*time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	require.Equal(t, commits, e.commits(), "re-running with unchanged input must not commit")
+	require.Equal(t, manifest, e.filesUnder(requestDir("prod", "default", p.Name, req.GetName()))["mint/secret.yaml"])
 }

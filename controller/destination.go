@@ -64,6 +64,11 @@ func (r *DestinationReconciler) Reconcile(ctx context.Context, req reconcile.Req
 	} else {
 		setCondition(&status.Conditions, cond(CondReady, true, ReasonSucceeded, "state store "+d.Spec.StateStoreRef.Name+" is reachable and writable"), r.now())
 	}
+	if fp, err := r.Places.CertificateFingerprint(ctx, d.Name); err == nil {
+		status.SealingCertificateFingerprint = fp
+	} else {
+		setCondition(&status.Conditions, cond(CondReady, false, ReasonNotReady, err.Error()), r.now())
+	}
 	if !equality.Semantic.DeepEqual(status, d.Status) {
 		before := d.DeepCopy()
 		d.Status = status

@@ -21,6 +21,7 @@ import (
 
 	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/pipelines/contract"
+	"promised.dev/promised/pipelines/seal"
 	"promised.dev/promised/pipelines/stage"
 	"promised.dev/promised/statestore/gittest"
 )
@@ -62,6 +63,23 @@ var testStages = map[string]stage.Func{
 		}
 		return c.SetStatus(map[string]any{"value": spec["value"], "observedGeneration": 999})
 	},
+	// secret writes a plaintext Secret holding spec.value as a password,
+	// for the seal stage after it, and asks for destinations labelled
+	// env=prod.
+	"secret": func(_ context.Context, c *stage.Context) error {
+		countRun(c)
+		spec, err := c.Spec()
+		if err != nil {
+			return err
+		}
+		if err := c.AddDestinationSelector(contract.Selector{MatchLabels: map[string]string{"env": "prod"}}); err != nil {
+			return err
+		}
+		return c.WriteObjects("secret.yaml", map[string]any{"apiVersion": "v1", "kind": "Secret",
+			"metadata":   map[string]any{"name": c.Env.ObjectName, "namespace": c.Env.ObjectNamespace},
+			"stringData": map[string]any{"password": fmt.Sprint(spec["value"])}})
+	},
+	seal.StageName: seal.Stage,
 	// cleanup is a delete pipeline.
 	"cleanup": func(_ context.Context, c *stage.Context) error {
 		countRun(c)

@@ -18,8 +18,9 @@ import (
 // Placer connects workflow output to destinations and the state store:
 // scheduling, reading what was written before, and writing.
 type Placer struct {
-	Client client.Reader
-	Stores *Stores
+	Client  client.Reader
+	Stores  *Stores
+	Sealing *Sealing
 }
 
 // placement maps each output group ("<pipeline>" or "<pipeline>/<folder>")
@@ -62,7 +63,11 @@ func (pl *Placer) destinations(ctx context.Context) (map[string]*v1alpha1.Destin
 			continue
 		}
 		byName[d.Name] = d
-		sched = append(sched, scheduling.Destination{Name: d.Name, Labels: d.Labels, Strict: d.Spec.StrictMatchLabels})
+		labels := map[string]string{scheduling.DestinationNameLabel: d.Name}
+		for k, v := range d.Labels {
+			labels[k] = v
+		}
+		sched = append(sched, scheduling.Destination{Name: d.Name, Labels: labels, Strict: d.Spec.StrictMatchLabels})
 	}
 	return byName, sched, nil
 }
@@ -188,12 +193,6 @@ func (pl *Placer) ReadRequest(ctx context.Context, obj *unstructured.Unstructure
 		}
 	}
 	return out, nil
-}
-
-// Inputs returns the platform facts a request's pipelines receive under
-// input/.
-func (pl *Placer) Inputs(context.Context, *unstructured.Unstructured, map[string]string) (map[string][]byte, error) {
-	return nil, nil
 }
 
 // WriteRequest writes each destination's share of the output and removes

@@ -134,6 +134,7 @@ func (run *requestRun) configure(ctx context.Context) (reconcile.Result, error) 
 	err := run.steps(ctx, out,
 		run.runWorkflow,
 		run.schedule,
+		run.resealIfMoved,
 		run.write,
 	)
 	if err != nil {
@@ -154,13 +155,23 @@ func (run *requestRun) steps(ctx context.Context, out *requestOutcome, steps ...
 }
 
 func (run *requestRun) runWorkflow(ctx context.Context, out *requestOutcome) error {
+	dest, err := run.r.Places.sealingTarget(ctx, run.obj, run.promise, out.status.Placement)
+	if err != nil {
+		return waiting(CondPipelineSucceeded, ReasonStoreError, err)
+	}
+	return run.runFor(ctx, out, dest)
+}
+
+// runFor runs the configure workflow with the platform inputs (the
+// sealing certificate) of dest.
+func (run *requestRun) runFor(ctx context.Context, out *requestOutcome, dest *v1alpha1.Destination) error {
 	previous, err := run.r.Places.ReadRequest(ctx, run.obj, run.promise.Name, out.status.Placement)
 	if err != nil {
 		return waiting(CondPipelineSucceeded, ReasonStoreError, fmt.Errorf("reading the previous output: %w", err))
 	}
-	inputs, err := run.r.Places.Inputs(ctx, run.obj, out.status.Placement)
+	inputs, sealedFor, err := run.r.Places.Inputs(ctx, run.obj, run.promise.Name, dest)
 	if err != nil {
-		return waiting(CondPipelineSucceeded, ReasonStoreError, err)
+		return waiting(CondPipelineSucceeded, ReasonNotReady, err)
 	}
 	start := time.Now()
 	res, err := run.r.Engine.Run(ctx, pipelines.Workflow{
@@ -176,8 +187,35 @@ func (run *requestRun) runWorkflow(ctx context.Context, out *requestOutcome) err
 	if err != nil {
 		return stalled(CondPipelineSucceeded, failureReason(err), err)
 	}
-	out.result = res
+	out.result, out.sealedFor = res, sealedFor
 	out.conds = append(out.conds, cond(CondPipelineSucceeded, true, ReasonSucceeded, fmt.Sprintf("%d pipeline(s) ran", len(res.Pipelines))))
+	return nil
+}
+
+// resealIfMoved runs the workflow again when the output was placed on a
+// destination whose sealing certificate is not the one it was sealed for:
+// secrets sealed for one cluster cannot be opened by another. One request's
+// output is sealed for one certificate; placing parts of it on destinations
+// with different certificates is not supported.
+func (run *requestRun) resealIfMoved(ctx context.Context, out *requestOutcome) error {
+	for _, name := range out.placement.destinations() {
+		fp, err := run.r.Places.CertificateFingerprint(ctx, name)
+		if err != nil {
+			return waiting(CondPipelineSucceeded, ReasonNotReady, err)
+		}
+		if fp == "" || fp == out.sealedFor {
+			continue
+		}
+		byName, _, err := run.r.Places.destinations(ctx)
+		if err != nil {
+			return waiting(CondScheduled, ReasonStoreError, err)
+		}
+		out.conds = out.conds[:0]
+		if err := run.runFor(ctx, out, byName[name]); err != nil {
+			return err
+		}
+		return run.schedule(ctx, out)
+	}
 	return nil
 }
 

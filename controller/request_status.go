@@ -68,6 +68,9 @@ type requestOutcome struct {
 	placement placement
 	conds     []metav1.Condition
 	written   bool
+	// sealedFor is the fingerprint of the certificate the output's
+	// secrets were sealed for ("" for none).
+	sealedFor string
 }
 
 // finish records the run in the request's status (only when something

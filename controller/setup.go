@@ -29,6 +29,7 @@ import (
 
 	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/pipelines"
+	"promised.dev/promised/pipelines/ledger"
 	"promised.dev/promised/pipelines/stage"
 )
 
@@ -42,6 +43,12 @@ type Options struct {
 	JobRunner pipelines.PipelineRunner
 	// StateDir holds the state stores' clones.
 	StateDir string
+	// PlatformKey (at least 32 random bytes, kept secret) derives the keys
+	// that fingerprint sealed secrets; see PlatformKeyFromSecret.
+	PlatformKey []byte
+	// PlatformNamespace holds the controller's own objects: the ledger
+	// entries of promise workflows.
+	PlatformNamespace string
 	// MaxConcurrentReconciles per request kind; DefaultConcurrency when 0.
 	MaxConcurrentReconciles int
 	// MetricsAddr serves /metrics; "0" disables it.
@@ -105,8 +112,15 @@ func Setup(mgr manager.Manager, opts Options) error {
 		opts.MaxConcurrentReconciles = DefaultConcurrency()
 	}
 	stores := &Stores{Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Dir: opts.StateDir, Logger: mgr.GetLogger().WithName("statestore")}
-	places := &Placer{Client: mgr.GetClient(), Stores: stores}
-	engine := NewEngine(pipelines.InProcess{Registry: opts.Registry, Objects: promiseObjects{client: mgr.GetClient()}, Secrets: platformSecrets{reader: mgr.GetAPIReader()}}, opts.JobRunner)
+	places := &Placer{Client: mgr.GetClient(), Stores: stores, Sealing: &Sealing{Reader: mgr.GetAPIReader(), PlatformKey: opts.PlatformKey}}
+	engine := NewEngine(pipelines.InProcess{
+		Registry: opts.Registry,
+		// The ledger reads past the cache: deciding on a stale entry is
+		// how a second credential gets minted.
+		Ledger:  &ledger.Kubernetes{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: opts.PlatformNamespace},
+		Objects: promiseObjects{client: mgr.GetClient()},
+		Secrets: platformSecrets{reader: mgr.GetAPIReader()},
+	}, opts.JobRunner)
 	runs := NewRunBook()
 	recorder := mgr.GetEventRecorder("promised")
 	nudge := newNudger()

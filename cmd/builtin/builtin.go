@@ -4,6 +4,8 @@ package builtin
 
 import (
 	"promised.dev/promised/examples/team"
+	"promised.dev/promised/pipelines/job"
+	"promised.dev/promised/pipelines/seal"
 	"promised.dev/promised/pipelines/stage"
 )
 
@@ -12,6 +14,11 @@ func Registry() (*stage.Registry, error) {
 	r := stage.NewRegistry()
 	for name, f := range map[string]stage.Func{
 		team.StageName: team.Render,
+		seal.StageName: seal.Stage,
+		// The Job runner's reader and writer: the first and last
+		// containers of every pipeline Job.
+		job.ReaderStageName: job.ReaderStage,
+		job.WriterStageName: job.WriterStage,
 	} {
 		if err := r.Register(name, f); err != nil {
 			return nil, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"promised.dev/promised/cmd/builtin"
@@ -44,6 +46,9 @@ to the Git state stores. Built-in stages run in-process.`,
 			if opts.StateDir == "" {
 				opts.StateDir = filepath.Join(os.TempDir(), "promised-stores")
 			}
+			if opts.PlatformKey, err = platformKey(cmd.Context(), cfg, opts.PlatformNamespace); err != nil {
+				return err
+			}
 			mgr, err := controller.NewManager(cfg, opts)
 			if err != nil {
 				return err
@@ -56,6 +61,7 @@ to the Git state stores. Built-in stages run in-process.`,
 	f.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", controller.DefaultConcurrency(), "requests of one kind reconciled at once")
 	f.Float32Var(&qps, "kube-api-qps", 200, "queries per second to the kube-apiserver")
 	f.IntVar(&burst, "kube-api-burst", 400, "burst of queries to the kube-apiserver")
+	f.StringVar(&opts.PlatformNamespace, "platform-namespace", "promised-system", "namespace of the controller's own objects (platform key, ledger entries of promise workflows)")
 	f.StringVar(&opts.StateDir, "state-dir", "", "folder for the state stores' clones (a temporary folder when empty)")
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "address of /metrics (\"0\" disables it)")
 	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -82,4 +88,18 @@ func restConfig(path string) (*rest.Config, error) {
 		return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// platformKey reads (or creates once) the key that fingerprints sealed
+// secrets.
+func platformKey(ctx context.Context, cfg *rest.Config, namespace string) ([]byte, error) {
+	scheme, err := controller.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the platform cluster: %w", err)
+	}
+	return controller.PlatformKeyFromSecret(ctx, c, namespace)
 }

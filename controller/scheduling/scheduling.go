@@ -12,6 +12,11 @@ import (
 	"strings"
 )
 
+// DestinationNameLabel is a label every destination matches with its own
+// name, whether or not it carries it: a stage can pin output to a named
+// destination (a route to the destination of its gateway, say).
+const DestinationNameLabel = "platform.promised.dev/destination"
+
 // Destination is what scheduling needs to know of a Destination.
 type Destination struct {
 	Name   string

@@ -4,6 +4,7 @@ package harness
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 
@@ -41,7 +42,11 @@ func Start(cp *controlplane.ControlPlane, reg *stage.Registry) (*Platform, error
 	// throttle, not the controller; these match `promised controller`'s flags.
 	cfg := rest.CopyConfig(cp.Config)
 	cfg.QPS, cfg.Burst = 200, 400
-	mgr, err := controller.NewManager(cfg, controller.Options{Registry: reg, StateDir: stateDir, MetricsAddr: "0"})
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generating the platform key: %w", err)
+	}
+	mgr, err := controller.NewManager(cfg, controller.Options{Registry: reg, StateDir: stateDir, MetricsAddr: "0", PlatformKey: key, PlatformNamespace: "default"})
 	if err != nil {
 		return nil, err
 	}
