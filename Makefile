@@ -13,6 +13,7 @@ export PROMISED_CACHE := $(CACHE)
 .DEFAULT_GOAL := help
 
 include test/controlplane/controlplane.mk
+include statestore/statestore.mk
 
 .PHONY: help
 help: ## List the targets

@@ -143,8 +143,8 @@ type GitWriter struct {
 	// housekeeping; both only used by the writer goroutine.
 	lastBatch       int
 	housekeepingDue bool
-	wake   chan struct{}
-	done   chan struct{}
+	wake            chan struct{}
+	done            chan struct{}
 
 	ctx    context.Context // the writer's lifetime, for network operations
 	cancel context.CancelFunc
@@ -490,7 +490,7 @@ type plan struct {
 	commit  plumbing.Hash
 	tree    plumbing.Hash
 	pack    []byte
-	objects []*plumbing.MemoryObject       // what the pack holds
+	objects []*plumbing.MemoryObject      // what the pack holds
 	trees   map[plumbing.Hash][]treeEntry // new trees, to warm the cache
 	reqs    []*writeReq
 	changed map[*writeReq]bool
@@ -621,7 +621,7 @@ func (w *GitWriter) attempt(pending []*writeReq, tried map[plumbing.Hash]*plan) 
 	if p == nil {
 		return nil, nil // nothing changed; callers answered with the head
 	}
-	planAt := time.Now()
+	builtAt := time.Now()
 	req := packp.NewReferenceUpdateRequestFromCapabilities(ar.Capabilities)
 	// Old makes this a compare-and-swap: receive-pack updates the branch
 	// only if it still points at the commit we built on.
@@ -640,7 +640,8 @@ func (w *GitWriter) attempt(pending []*writeReq, tried map[plumbing.Hash]*plan) 
 	}
 	pushed := time.Now()
 	w.finish(p)
-	w.log.V(1).Info("pushed", "commit", p.commit.String(), "writes", len(p.reqs), "bytes", len(p.pack), "duration", time.Since(start), "DEBUGadv", advAt.Sub(start), "DEBUGplan", planAt.Sub(advAt), "DEBUGpush", pushed.Sub(planAt), "DEBUGfinish", time.Since(pushed))
+	w.log.V(1).Info("pushed", "commit", p.commit.String(), "writes", len(p.reqs), "bytes", len(p.pack),
+		"advertise", advAt.Sub(start), "build", builtAt.Sub(advAt), "push", pushed.Sub(builtAt), "record", time.Since(pushed))
 	return nil, nil
 }
 

@@ -30,6 +30,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRenderCmd(), newTestCmd(), newStageCmd(), newControllerCmd(), newVersionCmd())
+	root.AddCommand(newRenderCmd(), newTestCmd(), newStageCmd(), newControllerCmd(), newUpCmd(), newVersionCmd())
 	return root
 }
