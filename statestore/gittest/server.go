@@ -12,10 +12,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/http/cgi"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -24,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"promised.dev/promised/statestore/gitserver"
 )
 
 // Server holds bare repositories under a temporary root and serves them.
@@ -47,17 +47,9 @@ type Server struct {
 // skipping it) when git is not installed.
 func RequireGit(t testing.TB) string {
 	t.Helper()
-	p, err := exec.LookPath("git")
+	p, err := gitserver.GitPath()
 	if err != nil {
-		t.Fatalf("gittest: the git binary is required (these tests run a real Git server) but was not found in PATH: install it with `apt-get install git`")
-	}
-	out, err := exec.Command(p, "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("gittest: running `git --exec-path`: %v", err)
-	}
-	backend := filepath.Join(strings.TrimSpace(string(out)), "git-http-backend")
-	if _, err := os.Stat(backend); err != nil {
-		t.Fatalf("gittest: %s is missing; install the full git package with `apt-get install git`", backend)
+		t.Fatalf("gittest: these tests run a real Git server: %v", err)
 	}
 	return p
 }
@@ -173,49 +165,16 @@ func (s *Server) StopHTTP() {
 }
 
 func (s *Server) httpHandler() http.Handler {
-	backend := &cgi.Handler{
-		Path: s.gitPath,
-		Args: []string{"http-backend"},
-		Env: []string{
-			"GIT_PROJECT_ROOT=" + s.root,
-			"GIT_HTTP_EXPORT_ALL=1",
-			"REMOTE_USER=" + s.username,
-			"HOME=" + s.home,
-			"GIT_CONFIG_NOSYSTEM=1",
-			// Pushing over HTTP is off unless enabled; the repositories'
-			// configs enable it too, this covers repositories made by hand.
-			"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=http.receivepack", "GIT_CONFIG_VALUE_0=true",
-		},
-		Stderr: io.Discard,
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		user, pass, ok := r.BasicAuth()
-		if !ok || user != s.username || pass != s.password {
-			w.Header().Set("WWW-Authenticate", `Basic realm="gittest"`)
-			http.Error(w, "authentication required", http.StatusUnauthorized)
-			return
-		}
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-receive-pack") {
+	return gitserver.Handler(gitserver.Config{
+		Git: s.gitPath, Root: s.root, Username: s.username, Password: s.password, Home: s.home,
+		BeforeReceivePack: func() {
 			s.mu.Lock()
 			fn := s.beforeReceivePack
 			s.mu.Unlock()
 			if fn != nil {
 				fn()
 			}
-		}
-		// CGI cannot take chunked bodies (the git CLI sends large pushes
-		// chunked): buffer them.
-		if len(r.TransferEncoding) > 0 {
-			body, err := io.ReadAll(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			r.ContentLength = int64(len(body))
-			r.TransferEncoding = nil
-		}
-		backend.ServeHTTP(w, r)
+		},
 	})
 }
 
