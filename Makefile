@@ -42,8 +42,11 @@ vet: ## go vet and gofmt
 lint: vet ## Static checks (go vet, gofmt)
 
 .PHONY: deps
-deps: ## Install the system tools the tests use (git, docker CLI) when missing
+deps: ## Install the system tools the tests use (git, PostgreSQL, docker CLI) when missing
 	@command -v git >/dev/null || { echo ">> installing git with apt-get (about 20 s)"; apt-get update -qq && apt-get install -y -qq git; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo ">> installing PostgreSQL with apt-get (about 30 s; the Database tests start throwaway servers)"; \
+	  command -v apt-get >/dev/null || { echo "install PostgreSQL (initdb and pg_ctl) with your package manager, then run make test again"; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 	@command -v docker >/dev/null || { echo ">> installing the docker CLI and engine with apt-get (about 1 min)"; apt-get update -qq && apt-get install -y -qq docker.io; }
 	@docker info >/dev/null 2>&1 || { echo "the Docker engine is not running: start it (e.g. 'service docker start') and run make test again"; exit 1; }
 
