@@ -560,7 +560,7 @@ func (r *run) prune(ctx context.Context) {
 			r.carried[e.key()] = e
 		}
 		r.pruned = append(r.pruned, res)
-		lg := r.a.log.WithValues("object", e.ObjectRef.String(), "action", res.Action)
+		lg := r.a.log.V(1).WithValues("object", e.ObjectRef.String(), "action", res.Action)
 		if res.Reason != "" {
 			lg = lg.WithValues("reason", res.Reason)
 		}
@@ -710,16 +710,14 @@ func (r *run) results() []ObjectResult {
 	return append(out, r.pruned...)
 }
 
+// log records one object's outcome at V(1): the Report carries the same,
+// and a CLI prints the report rather than a second copy in its logs.
 func (r *run) log(it *item) {
-	lg := r.a.log.WithValues("object", it.ref.String(), "file", it.m.source(), "action", it.action)
-	switch it.action {
-	case ActionUnchanged:
-		lg.V(1).Info("applied object")
-	case ActionFailed:
-		lg.Info("applying object failed", "reason", it.reason, "willRetry", it.retryable)
-	default:
-		lg.Info("applied object")
+	lg := r.a.log.V(1).WithValues("object", it.ref.String(), "file", it.m.source(), "action", it.action)
+	if it.action == ActionFailed {
+		lg = lg.WithValues("reason", it.reason, "willRetry", it.retryable)
 	}
+	lg.Info("applied object")
 }
 
 // isRetryable says whether err may pass on its own: the apiserver busy,

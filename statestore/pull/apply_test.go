@@ -347,11 +347,11 @@ func TestPartialFailureIsReportedAndTheRestApplied(t *testing.T) {
 func TestUnknownKindIsRetriedThenReported(t *testing.T) {
 	w := newWorld(t)
 	rep := w.sync(w.applier(), map[string]string{
-		"ns.yaml":     w.namespaceYAML(),
-		"ghost.yaml":  "apiVersion: nowhere.promised.dev/v1\nkind: Ghost\nmetadata:\n  name: boo\n  namespace: " + w.ns + "\n",
-		"dup-1.yaml":  w.configMapYAML("dup", "first"),
-		"dup-2.yaml":  w.configMapYAML("dup", "second"),
-		"empty.yaml":  "# nothing here\n---\n",
+		"ns.yaml":    w.namespaceYAML(),
+		"ghost.yaml": "apiVersion: nowhere.promised.dev/v1\nkind: Ghost\nmetadata:\n  name: boo\n  namespace: " + w.ns + "\n",
+		"dup-1.yaml": w.configMapYAML("dup", "first"),
+		"dup-2.yaml": w.configMapYAML("dup", "second"),
+		"empty.yaml": "# nothing here\n---\n",
 	})
 	ghost := result(t, rep, "Ghost.nowhere.promised.dev "+w.ns+"/boo")
 	require.Equal(t, pull.ActionFailed, ghost.Action)
