@@ -24,9 +24,8 @@ build: ## Build the promised binary into bin/
 	$(GO) build -o $(BIN)/promised ./cmd/promised
 
 .PHONY: run
-run: build ## Run the example promise end to end on this machine
-	$(BIN)/promised render examples/team examples/team/testdata/basic/request.yaml
-	$(BIN)/promised test examples/team
+run: build controlplane ## Run the local platform with the example requests (promised up --with-examples; Ctrl-C stops it)
+	$(BIN)/promised up --with-examples
 
 .PHONY: test
 test: deps controlplane generate-check vet ## Install what the tests need, then run every test with -race

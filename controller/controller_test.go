@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"promised.dev/promised/api/v1alpha1"
+	"promised.dev/promised/controller"
 	"promised.dev/promised/pipelines/contract"
 	"promised.dev/promised/pipelines/seal"
 	"promised.dev/promised/pipelines/seal/sealtest"
@@ -383,4 +385,63 @@ func TestSecretsAreSealedForTheirDestinationAndStayPut(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	require.Equal(t, commits, e.commits(), "re-running with unchanged input must not commit")
 	require.Equal(t, manifest, e.filesUnder(requestDir("prod", "default", p.Name, req.GetName()))["mint/secret.yaml"])
+}
+
+func TestStagesSeeOnlyPlatformSecretsAndRequests(t *testing.T) {
+	e := newEnv(t)
+	e.destination("dev", nil)
+	p := e.promise("peek", pipeline("peek", "peek"))
+	e.create(p)
+	e.waitPromiseReady(p.Name)
+	labelled := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "config-" + e.id, Namespace: "default", Labels: map[string]string{"promised.dev/platform-config": "true"}},
+		Data: map[string][]byte{"dsn": []byte("postgres://admin:s3cret@db/postgres")}}
+	unlabelled := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "private-" + e.id, Namespace: "default"},
+		Data: map[string][]byte{"token": []byte("do-not-read")}}
+	e.create(labelled)
+	e.create(unlabelled)
+
+	for _, tc := range []struct {
+		name, value, list string
+		ok                bool
+		want              string
+	}{
+		{"labelled", "default/" + labelled.Name, "", true, ""},
+		{"unlabelled", "default/" + unlabelled.Name, "", false, "is not labelled promised.dev/platform-config=true"},
+		{"requests", "", "Widget", true, ""},
+		{"configmaps", "", "ConfigMap", false, "is not served by any promise"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := e.request(tc.name, tc.value)
+			req.Object["spec"] = map[string]any{"value": tc.value, "list": tc.list}
+			e.create(req)
+			if tc.ok {
+				got := e.waitRequest(req, "Ready", "True")
+				status, _, _ := unstructured.NestedMap(got.Object, "status")
+				require.True(t, status["secretKeys"] != nil || status["listed"] != nil, "the stage reported what it saw: %v", status)
+				return
+			}
+			got := e.waitRequest(req, "PipelineSucceeded", "False")
+			msg := fmt.Sprint(requestCondition(got, "PipelineSucceeded")["message"])
+			require.Contains(t, msg, tc.want)
+			require.NotContains(t, msg, "do-not-read")
+		})
+	}
+}
+
+func TestPlatformKeyIsCreatedOnceAndKept(t *testing.T) {
+	ns := "key-test"
+	require.NoError(t, k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	first, err := controller.PlatformKeyFromSecret(context.Background(), k8s, ns)
+	require.NoError(t, err)
+	require.Len(t, first, 32)
+	second, err := controller.PlatformKeyFromSecret(context.Background(), k8s, ns)
+	require.NoError(t, err)
+	require.Equal(t, first, second, "every replica and every restart uses the same key")
+
+	sec := &corev1.Secret{}
+	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: controller.PlatformKeySecret}, sec))
+	sec.Data["key"] = []byte("short")
+	require.NoError(t, k8s.Update(context.Background(), sec))
+	_, err = controller.PlatformKeyFromSecret(context.Background(), k8s, ns)
+	require.ErrorContains(t, err, "at least 32")
 }

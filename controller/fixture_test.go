@@ -80,6 +80,50 @@ var testStages = map[string]stage.Func{
 			"stringData": map[string]any{"password": fmt.Sprint(spec["value"])}})
 	},
 	seal.StageName: seal.Stage,
+	// peek reads the platform Secret named by spec.value ("ns/name") and
+	// lists ConfigMaps or Widgets (spec.list), reporting in status what it
+	// could see but never the secret itself.
+	"peek": func(ctx context.Context, c *stage.Context) error {
+		countRun(c)
+		spec, err := c.Spec()
+		if err != nil {
+			return err
+		}
+		if ref, _ := spec["value"].(string); ref != "" {
+			secrets, err := c.Secrets()
+			if err != nil {
+				return err
+			}
+			ns, name, _ := strings.Cut(ref, "/")
+			data, err := secrets.Get(ctx, ns, name)
+			if err != nil {
+				return err
+			}
+			if err := c.SetStatus(map[string]any{"secretKeys": len(data)}); err != nil {
+				return err
+			}
+		}
+		if kind, _ := spec["list"].(string); kind != "" {
+			objects, err := c.Objects()
+			if err != nil {
+				return err
+			}
+			apiVersion := "v1"
+			if kind == "Widget" {
+				obj, err := c.Object()
+				if err != nil {
+					return err
+				}
+				apiVersion = obj.GetAPIVersion()
+			}
+			items, err := objects.List(ctx, apiVersion, kind)
+			if err != nil {
+				return err
+			}
+			return c.SetStatus(map[string]any{"listed": len(items)})
+		}
+		return nil
+	},
 	// cleanup is a delete pipeline.
 	"cleanup": func(_ context.Context, c *stage.Context) error {
 		countRun(c)
@@ -163,6 +207,7 @@ func (e *env) promise(name string, configure ...v1alpha1.Pipeline) *v1alpha1.Pro
 					Properties: map[string]apiextensionsv1.JSONSchemaProps{
 						"spec": {Type: "object", Properties: map[string]apiextensionsv1.JSONSchemaProps{
 							"value": {Type: "string"},
+							"list":  {Type: "string"},
 							"fail":  {Type: "boolean"},
 						}},
 						"status": {Type: "object", XPreserveUnknownFields: &preserve},
