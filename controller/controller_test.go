@@ -81,7 +81,7 @@ func TestRequestLifecycle(t *testing.T) {
 	require.NoError(t, unstructured.SetNestedField(got.Object, "two", "spec", "value"))
 	require.NoError(t, k8s.Update(e.ctx(), got))
 	got = e.waitRequest(got, "Ready", "True")
-	require.Eventually(t, func() bool { return strings.Contains(e.filesUnder(dir)["render/cm.yaml"], "value: two") }, 10*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(e.filesUnder(dir)["render/cm.yaml"], "value: two") }, 30*time.Second, 50*time.Millisecond)
 	require.Equal(t, before+1, e.commits())
 
 	// A forced re-run with unchanged input: the pipeline runs, but nothing is
@@ -98,7 +98,7 @@ func TestRequestLifecycle(t *testing.T) {
 	got.SetAnnotations(annotations)
 	require.NoError(t, k8s.Update(e.ctx(), got))
 	rvBefore = got.GetResourceVersion()
-	require.Eventually(t, func() bool { return runCount("default", req.GetName(), contract.ActionConfigure) > runsBefore }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return runCount("default", req.GetName(), contract.ActionConfigure) > runsBefore }, 30*time.Second, 20*time.Millisecond)
 	time.Sleep(500 * time.Millisecond) // let a write, if the controller wrongly made one, land
 	require.Equal(t, commitsBefore, e.commits(), "an unchanged re-run must not commit")
 	after, err := e.get(req)
@@ -111,7 +111,7 @@ func TestRequestLifecycle(t *testing.T) {
 	require.Eventually(t, func() bool {
 		_, err := e.get(req)
 		return apierrors.IsNotFound(err)
-	}, 20*time.Second, 50*time.Millisecond)
+	}, 60*time.Second, 50*time.Millisecond)
 	require.Equal(t, int64(1), runCount("default", req.GetName(), contract.ActionDelete))
 	require.Empty(t, e.filesUnder(dir))
 }
@@ -214,9 +214,9 @@ func TestSchedulingIsSticky(t *testing.T) {
 			}
 			dests, _, _ := unstructured.NestedStringSlice(got.Object, "status", "destinations")
 			return len(dests) == 1 && dests[0] != "a-"+e.id
-		}, 20*time.Second, 50*time.Millisecond)
+		}, 60*time.Second, 50*time.Millisecond)
 	}
-	require.Eventually(t, func() bool { return len(e.filesUnder("a/resources")) == 0 }, 10*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return len(e.filesUnder("a/resources")) == 0 }, 30*time.Second, 50*time.Millisecond)
 }
 
 func TestPromiseDependenciesAndDelete(t *testing.T) {
@@ -255,7 +255,7 @@ func TestPromiseDependenciesAndDelete(t *testing.T) {
 			}
 		}
 		return false
-	}, 20*time.Second, 50*time.Millisecond)
+	}, 60*time.Second, 50*time.Millisecond)
 	crd := &apiextensionsv1.CustomResourceDefinition{}
 	require.NoError(t, k8s.Get(e.ctx(), client.ObjectKey{Name: "widgets." + e.id + ".test.promised.dev"}, crd), "the API stays while requests remain")
 
@@ -264,11 +264,11 @@ func TestPromiseDependenciesAndDelete(t *testing.T) {
 	require.Eventually(t, func() bool {
 		err := k8s.Get(e.ctx(), client.ObjectKey{Name: p.Name}, &v1alpha1.Promise{})
 		return apierrors.IsNotFound(err)
-	}, 30*time.Second, 50*time.Millisecond)
+	}, 60*time.Second, 50*time.Millisecond)
 	require.Eventually(t, func() bool {
 		err := k8s.Get(e.ctx(), client.ObjectKey{Name: crd.Name}, &apiextensionsv1.CustomResourceDefinition{})
 		return apierrors.IsNotFound(err)
-	}, 30*time.Second, 50*time.Millisecond)
+	}, 60*time.Second, 50*time.Millisecond)
 	require.Empty(t, e.filesUnder("dev/dependencies/"+p.Name))
 	require.Empty(t, e.filesUnder("prod/dependencies/"+p.Name))
 	require.Empty(t, e.filesUnder("dev/resources"))
@@ -301,7 +301,7 @@ func TestBadPromises(t *testing.T) {
 				}
 			}
 			return false
-		}, 20*time.Second, 50*time.Millisecond, "promise %s: want APIInstalled=False with %q", name, want)
+		}, 60*time.Second, 50*time.Millisecond, "promise %s: want APIInstalled=False with %q", name, want)
 	}
 }
 
@@ -327,7 +327,7 @@ func TestUnreachableStoreIsReportedAndRecovers(t *testing.T) {
 	require.Eventually(t, func() bool {
 		cur := &v1alpha1.Destination{}
 		return k8s.Get(e.ctx(), client.ObjectKeyFromObject(d), cur) == nil && condStatus(cur.Status.Conditions, "Ready") == "False"
-	}, 20*time.Second, 50*time.Millisecond, "the destination reports its store unreachable")
+	}, 60*time.Second, 50*time.Millisecond, "the destination reports its store unreachable")
 	require.Empty(t, e.files(), "nothing was written")
 
 	// Fixing the Secret is enough: the request is written on its next try.
@@ -380,7 +380,7 @@ func TestSecretsAreSealedForTheirDestinationAndStayPut(t *testing.T) {
 		runs := runCount("default", req.GetName(), contract.ActionConfigure)
 		got.SetAnnotations(map[string]string{"promised.dev/reconcile-at": fmt.Sprint(i)})
 		require.NoError(t, k8s.Update(e.ctx(), got))
-		require.Eventually(t, func() bool { return runCount("default", req.GetName(), contract.ActionConfigure) > runs }, 10*time.Second, 20*time.Millisecond)
+		require.Eventually(t, func() bool { return runCount("default", req.GetName(), contract.ActionConfigure) > runs }, 30*time.Second, 20*time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond)
 	require.Equal(t, commits, e.commits(), "re-running with unchanged input must not commit")

@@ -249,7 +249,7 @@ func (e *env) waitPromiseReady(name string) *v1alpha1.Promise {
 			return false
 		}
 		return condStatus(p.Status.Conditions, "Ready") == "True" && p.Status.ObservedGeneration == p.Generation
-	}, 30*time.Second, 50*time.Millisecond, "promise %s never became Ready: %+v", name, p.Status.Conditions)
+	}, 60*time.Second, 50*time.Millisecond, "promise %s never became Ready: %+v", name, p.Status.Conditions)
 	return p
 }
 
@@ -294,7 +294,7 @@ func (e *env) waitRequest(obj *unstructured.Unstructured, condType, status strin
 		gen, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
 		c := requestCondition(u, condType)
 		return gen == u.GetGeneration() && c != nil && c["status"] == status
-	}, 30*time.Second, 50*time.Millisecond, "request %s: condition %s never became %s", obj.GetName(), condType, status)
+	}, 60*time.Second, 50*time.Millisecond, "request %s: condition %s never became %s", obj.GetName(), condType, status)
 	return u
 }
 
