@@ -115,10 +115,8 @@ func (p *Platform) prepare(context.Context) error {
 	if _, err := controlplane.BinDir(); err != nil {
 		return fmt.Errorf("%w (or run `make run`, which builds them first)", err)
 	}
-	for _, d := range []string{"promises", "examples"} {
-		if _, err := os.Stat(filepath.Join(p.opts.Root, d)); err != nil {
-			return fmt.Errorf("%s not found under %s: run promised up from the repository's root or pass --root", d, p.opts.Root)
-		}
+	if _, err := os.Stat(filepath.Join(p.opts.Root, "examples", "team", "promise.yaml")); err != nil {
+		return fmt.Errorf("examples/team/promise.yaml not found under %s: run promised up from the repository's root or pass --root", p.opts.Root)
 	}
 	if err := os.MkdirAll(p.opts.StateDir, 0o700); err != nil {
 		return fmt.Errorf("creating the state folder: %w", err)
