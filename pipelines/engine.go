@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -24,8 +25,25 @@ type Engine struct {
 	Choose func(p v1alpha1.Pipeline) (PipelineRunner, error)
 	// Limits bound each pipeline's output; validate.DefaultLimits when zero.
 	Limits validate.Limits
-	// TempDir holds the workspaces; the system's when empty.
+	// TempDir holds the workspaces; DefaultTempDir when empty.
 	TempDir string
+}
+
+var defaultTempDir = sync.OnceValue(DefaultTempDir)
+
+// DefaultTempDir is where workspaces go: memory (/dev/shm) when the
+// machine has it, so a stage's plaintext never reaches a disk and the
+// dozen small files of a run cost no disk I/O; the system's temporary
+// folder otherwise.
+func DefaultTempDir() string {
+	if info, err := os.Stat("/dev/shm"); err == nil && info.IsDir() {
+		if f, err := os.CreateTemp("/dev/shm", ".promised-probe-"); err == nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+			return "/dev/shm"
+		}
+	}
+	return os.TempDir()
 }
 
 // Workflow is one run of a promise's configure or delete pipelines for one
@@ -120,7 +138,11 @@ func (e *Engine) runPipeline(ctx context.Context, w Workflow, p v1alpha1.Pipelin
 	if err != nil {
 		return out, ctl, nil, err
 	}
-	root, err := os.MkdirTemp(e.TempDir, "promised-run-")
+	dir := e.TempDir
+	if dir == "" {
+		dir = defaultTempDir()
+	}
+	root, err := os.MkdirTemp(dir, "promised-run-")
 	if err != nil {
 		return out, ctl, nil, fmt.Errorf("creating workspace: %w", err)
 	}
