@@ -445,3 +445,44 @@ func TestPlatformKeyIsCreatedOnceAndKept(t *testing.T) {
 	_, err = controller.PlatformKeyFromSecret(context.Background(), k8s, ns)
 	require.ErrorContains(t, err, "at least 32")
 }
+
+func TestGitOutageAndForeignCommits(t *testing.T) {
+	e := newEnv(t)
+	e.destination("dev", nil)
+	p := e.promise("widgets", pipeline("render", "cm"))
+	e.create(p)
+	e.waitPromiseReady(p.Name)
+	first := e.request("before", "x")
+	e.create(first)
+	e.waitRequest(first, "Ready", "True")
+
+	// A foreign commit lands on the branch between our writes: it is kept.
+	e.git.PushFile(e.repo, "main", "README.md", "written by someone else\n")
+
+	// The Git server goes down for 30 s while requests arrive.
+	e.git.StopHTTP()
+	down := time.Now()
+	var reqs []*unstructured.Unstructured
+	for i := range 3 {
+		req := e.request(fmt.Sprintf("during-%d", i), "y")
+		e.create(req)
+		reqs = append(reqs, req)
+	}
+	got := e.waitRequest(reqs[0], "Written", "False")
+	msg := fmt.Sprint(requestCondition(got, "Written")["message"])
+	require.Contains(t, msg, `GitStateStore "`+e.store+`"`)
+	t.Logf("after %s down, the status says: %s", time.Since(down).Round(time.Second), msg)
+	time.Sleep(30*time.Second - time.Since(down))
+	e.git.StartHTTP()
+	up := time.Now()
+	for _, req := range reqs {
+		e.waitRequest(req, "Ready", "True")
+	}
+	t.Logf("Git down for 30s: all %d requests written %s after it came back", len(reqs), time.Since(up).Round(time.Millisecond))
+
+	files := e.files()
+	require.Equal(t, "written by someone else\n", files["README.md"], "the foreign commit survived")
+	for _, req := range append(reqs, first) {
+		require.NotEmpty(t, e.filesUnder(requestDir("dev", "default", p.Name, req.GetName())), req.GetName())
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,6 +23,9 @@ type Placer struct {
 	Stores  *Stores
 	Sealing *Sealing
 }
+
+// writeTimeout bounds how long a reconcile waits for the state store.
+const writeTimeout = 20 * time.Second
 
 // placement maps each output group ("<pipeline>" or "<pipeline>/<folder>")
 // to the destination it is placed on.
@@ -275,8 +279,17 @@ func (pl *Placer) write(ctx context.Context, perDest map[string]map[string][]byt
 	var commit string
 	changed := false
 	for _, k := range keys {
-		res, err := batches[k].store.Writer.Write(ctx, batches[k].changes...)
+		// A store that is down makes the writer retry for a long while; a
+		// reconcile gives up sooner so the request's status says why, and
+		// tries again (the writer drops a write whose caller gave up).
+		wctx, cancel := context.WithTimeoutCause(ctx, writeTimeout, fmt.Errorf("the store did not accept the write within %s: is the Git server reachable?", writeTimeout))
+		res, err := batches[k].store.Writer.Write(wctx, batches[k].changes...)
+		cause := context.Cause(wctx)
+		cancel()
 		if err != nil {
+			if cause != nil && ctx.Err() == nil {
+				err = cause
+			}
 			return "", false, fmt.Errorf("writing to GitStateStore %q: %w", k, err)
 		}
 		if commit == "" {

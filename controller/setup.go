@@ -55,6 +55,10 @@ type Options struct {
 	MetricsAddr string
 	// ProbeAddr serves /healthz and /readyz; "" disables them.
 	ProbeAddr string
+	// PprofAddr serves net/http/pprof's /debug/pprof/ endpoints; "" or
+	// "0" disables them. Profiles hold no secrets but can be expensive, so
+	// bind it to loopback.
+	PprofAddr string
 	// LeaderElection makes one replica active at a time.
 	LeaderElection          bool
 	LeaderElectionNamespace string
@@ -87,6 +91,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.ProbeAddr,
+		PprofBindAddress:        opts.PprofAddr,
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "promised-controller",
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
