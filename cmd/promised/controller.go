@@ -16,6 +16,7 @@ import (
 
 	"promised.dev/promised/cmd/builtin"
 	"promised.dev/promised/controller"
+	"promised.dev/promised/pipelines/job"
 )
 
 func newControllerCmd() *cobra.Command {
@@ -25,6 +26,7 @@ func newControllerCmd() *cobra.Command {
 		qps        float32
 		burst      int
 		zapOpts    zap.Options
+		noJobs     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -49,6 +51,12 @@ to the Git state stores. Built-in stages run in-process.`,
 			if opts.PlatformKey, err = platformKey(cmd.Context(), cfg, opts.PlatformNamespace); err != nil {
 				return err
 			}
+			if !noJobs {
+				// Pipelines whose images are not built in run as Jobs.
+				if opts.JobRunner, err = job.NewForConfig(cfg, job.Options{Namespace: opts.PlatformNamespace}); err != nil {
+					return err
+				}
+			}
 			mgr, err := controller.NewManager(cfg, opts)
 			if err != nil {
 				return err
@@ -65,8 +73,10 @@ to the Git state stores. Built-in stages run in-process.`,
 	f.StringVar(&opts.StateDir, "state-dir", "", "folder for the state stores' clones (a temporary folder when empty)")
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "address of /metrics (\"0\" disables it)")
 	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.StringVar(&opts.PprofAddr, "pprof-bind-address", "", "address of /debug/pprof/ (empty or \"0\" disables it; keep it on loopback)")
 	f.BoolVar(&opts.LeaderElection, "leader-elect", false, "elect one active replica, for HA deployments")
 	f.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease")
+	f.BoolVar(&noJobs, "no-job-runner", false, "run only built-in stages (pipelines with other images fail with a condition): for clusters without nodes")
 	logFlags := flag.NewFlagSet("log", flag.ContinueOnError)
 	zapOpts.BindFlags(logFlags)
 	f.AddGoFlagSet(logFlags)

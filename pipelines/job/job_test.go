@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"promised.dev/promised/api/v1alpha1"
@@ -58,7 +60,11 @@ func TestMain(m *testing.M) {
 			return fmt.Errorf("building the test images: %w", err)
 		}
 		var err error
-		if kc, err = client.NewWithWatch(cp.Config, client.Options{Scheme: clientgoscheme.Scheme}); err != nil {
+		// The controller's client allows 200 queries a second; client-go's
+		// default of 5 would throttle the parallel tests into timeouts.
+		cfg := rest.CopyConfig(cp.Config)
+		cfg.QPS, cfg.Burst = 200, 400
+		if kc, err = client.NewWithWatch(cfg, client.Options{Scheme: clientgoscheme.Scheme}); err != nil {
 			return err
 		}
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: platformNamespace}}
@@ -192,6 +198,12 @@ func envFor(ns, pipeline string) contract.Env {
 		Action: contract.ActionConfigure, Type: contract.TypeResource, PromiseName: "jobtest", PipelineName: pipeline,
 		ObjectKind: "ConfigMap", ObjectVersion: "v1", ObjectName: "x", ObjectNamespace: ns,
 	}
+}
+
+// pipelineLabels selects what the runner granted the jobtest promise's
+// pipeline.
+func pipelineLabels(pipeline string) client.MatchingLabels {
+	return client.MatchingLabels{job.LabelManagedBy: job.ManagedBy, job.LabelPromise: "jobtest", job.LabelPipeline: pipeline}
 }
 
 // requireCleanedUp checks that nothing of any run is left in ns: Jobs,
@@ -475,9 +487,15 @@ func TestPermissions(t *testing.T) {
 	handback := &rbacv1.Role{}
 	require.NoError(t, kc.Get(ctx, client.ObjectKey{Namespace: ns, Name: "promised-jobtest-handback"}, handback))
 	require.Equal(t, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}}}, handback.Rules)
-	granted := &rbacv1.Role{}
-	require.NoError(t, kc.Get(ctx, client.ObjectKey{Namespace: shared, Name: "promised-jobtest-reads"}, granted))
-	require.Equal(t, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}, ResourceNames: []string{"settings"}}}, granted.Rules)
+	granted := &rbacv1.RoleList{}
+	require.NoError(t, kc.List(ctx, granted, client.InNamespace(shared), pipelineLabels("reads")))
+	require.Len(t, granted.Items, 1)
+	require.Equal(t, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}, ResourceNames: []string{"settings"}}}, granted.Items[0].Rules)
+	bindings := &rbacv1.RoleBindingList{}
+	require.NoError(t, kc.List(ctx, bindings, client.InNamespace(shared), pipelineLabels("reads")))
+	require.Len(t, bindings.Items, 1)
+	require.Equal(t, granted.Items[0].Name, bindings.Items[0].RoleRef.Name)
+	require.Equal(t, []rbacv1.Subject{{Kind: "ServiceAccount", Name: "promised-jobtest-pipeline", Namespace: ns}}, bindings.Items[0].Subjects)
 	roles := &rbacv1.RoleList{}
 	require.NoError(t, kc.List(ctx, roles, client.InNamespace(ns)))
 	require.Len(t, roles.Items, 1, "no Role in the request's namespace but the hand-back's")
@@ -554,15 +572,28 @@ func TestCeiling(t *testing.T) {
 	// What the ceiling allows is granted, cluster-wide included.
 	_, err := jobEngine(bounded).Run(ctx, workflow(ns, ask(getCM, allDeployments)))
 	require.NoError(t, err)
-	cr := &rbacv1.ClusterRole{}
-	require.NoError(t, kc.Get(ctx, client.ObjectKey{Name: "promised-jobtest-asks"}, cr))
-	require.Equal(t, []rbacv1.PolicyRule{{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get"}}}, cr.Rules)
-	crb := &rbacv1.ClusterRoleBinding{}
-	require.NoError(t, kc.Get(ctx, client.ObjectKey{Name: "promised-jobtest-asks-" + ns}, crb))
-	require.Equal(t, []rbacv1.Subject{{Kind: "ServiceAccount", Name: "promised-jobtest-pipeline", Namespace: ns}}, crb.Subjects)
-	role := &rbacv1.Role{}
-	require.NoError(t, kc.Get(ctx, client.ObjectKey{Namespace: ns, Name: "promised-jobtest-asks"}, role))
-	require.Equal(t, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}}}, role.Rules)
+	crs := &rbacv1.ClusterRoleList{}
+	require.NoError(t, kc.List(ctx, crs, pipelineLabels("asks")))
+	require.Len(t, crs.Items, 1)
+	require.Equal(t, []rbacv1.PolicyRule{{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get"}}}, crs.Items[0].Rules)
+	// ClusterRoleBindings are cluster-scoped: find this namespace's (a
+	// repeated test run leaves others).
+	crbs := &rbacv1.ClusterRoleBindingList{}
+	require.NoError(t, kc.List(ctx, crbs, pipelineLabels("asks")))
+	subject := rbacv1.Subject{Kind: "ServiceAccount", Name: "promised-jobtest-pipeline", Namespace: ns}
+	var bound []rbacv1.ClusterRoleBinding
+	for _, b := range crbs.Items {
+		if slices.Contains(b.Subjects, subject) {
+			bound = append(bound, b)
+		}
+	}
+	require.Len(t, bound, 1)
+	require.Equal(t, crs.Items[0].Name, bound[0].RoleRef.Name)
+	require.Equal(t, []rbacv1.Subject{subject}, bound[0].Subjects)
+	roles := &rbacv1.RoleList{}
+	require.NoError(t, kc.List(ctx, roles, client.InNamespace(ns), pipelineLabels("asks")))
+	require.Len(t, roles.Items, 1)
+	require.Equal(t, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}}}, roles.Items[0].Rules)
 	requireCleanedUp(t, ns)
 }
 

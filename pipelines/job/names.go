@@ -87,6 +87,15 @@ func objectName(parts ...string) string {
 	return strings.Trim(dnsPart(full, maxName-11), "-") + "-" + hex.EncodeToString(h[:5])
 }
 
+// hashedName is a readable name made unambiguous by a hash of its parts:
+// "promised-a-b-c" alone could be promise "a-b" with pipeline "c" or
+// promise "a" with pipeline "b-c", whose Roles must not overwrite each
+// other. The readable part is cut to fit maxName.
+func hashedName(parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return strings.Trim(dnsPart(strings.Join(parts, "-"), maxName-9), "-") + "-" + hex.EncodeToString(h[:4])
+}
+
 // labelValue shortens v to a valid label value, keeping a hash of the
 // whole when it has to cut.
 func labelValue(v string) string {

@@ -46,3 +46,13 @@ func TestObjectNamesAndLabelValues(t *testing.T) {
 		require.Empty(t, validation.IsValidLabelValue(labelValue(v)), v)
 	}
 }
+
+func TestHashedNamesAreUnambiguous(t *testing.T) {
+	a, b := hashedName("promised", "a-b", "c"), hashedName("promised", "a", "b-c")
+	require.NotEqual(t, a, b)
+	require.True(t, strings.HasPrefix(a, "promised-a-b-c-"), a)
+	require.NotEqual(t, hashedName("promised", "team", "handback"), objectName("promised", "team", "handback"))
+	long := hashedName("promised", strings.Repeat("p", 100), "pipeline", "namespace")
+	require.LessOrEqual(t, len(long), maxName)
+	require.Empty(t, validation.IsDNS1123Label(long))
+}

@@ -185,7 +185,8 @@ type identity struct {
 	Grants         []grant
 }
 
-// serviceAccountName is the ServiceAccount of a promise's Jobs.
+// serviceAccountName is the ServiceAccount of a promise's Jobs. Its fixed
+// suffix keeps it unambiguous, as does the hand-back Role's.
 func serviceAccountName(promise string) string {
 	return objectName("promised", promise, "pipeline")
 }
@@ -213,13 +214,13 @@ func (r *Runner) ensureIdentity(ctx context.Context, id identity) error {
 	}
 	pipelineLabels := map[string]string{LabelManagedBy: ManagedBy, LabelPromise: labelValue(id.Promise), LabelPipeline: labelValue(id.Pipeline)}
 	pipelineAnnotations := map[string]string{annPromise: id.Promise, annPipeline: id.Pipeline}
-	role := objectName("promised", id.Promise, id.Pipeline)
+	role := hashedName("promised", id.Promise, id.Pipeline)
 	for _, g := range id.Grants {
 		// A Role in another namespace, or a ClusterRole, may be bound to
 		// the ServiceAccounts of several namespaces: one binding each.
 		binding := role
 		if g.Namespace != id.Namespace {
-			binding = objectName("promised", id.Promise, id.Pipeline, id.Namespace)
+			binding = hashedName("promised", id.Promise, id.Pipeline, id.Namespace)
 		}
 		if err := r.ensureRole(ctx, g.Namespace, role, binding, g.Rules, subject, pipelineLabels, pipelineAnnotations); err != nil {
 			return err

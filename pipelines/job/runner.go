@@ -27,6 +27,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"promised.dev/promised/api/v1alpha1"
@@ -173,19 +175,35 @@ func New(opts Options) (*Runner, error) {
 	return &Runner{client: opts.Client, opts: opts}, nil
 }
 
+// NewForConfig is New with a client for cfg of the kind Options.Client
+// asks for: reading from the API server, able to watch, with client-go's
+// scheme. opts.Client is replaced.
+func NewForConfig(cfg *rest.Config, opts Options) (*Runner, error) {
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: clientgoscheme.Scheme})
+	if err != nil {
+		return nil, fmt.Errorf("creating the Job runner's client: %w", err)
+	}
+	opts.Client = c
+	return New(opts)
+}
+
 // run is one pipeline run: what the runner created and must clean up.
 type run struct {
 	name      string
 	namespace string
 	key       []byte
-	jobUID    types.UID
 }
 
 // RunPipeline implements pipelines.PipelineRunner: it runs p as one Job in
 // the request's namespace (the runner's namespace for promise workflows),
 // waits for it under the pipeline's timeout, and unpacks the Job's output
 // into ws. Whatever happens, it deletes what it created before returning.
-func (r *Runner) RunPipeline(ctx context.Context, p v1alpha1.Pipeline, ws contract.Workspace, env contract.Env) (err error) {
+//
+// spec.timeout bounds the whole Job here (scheduling, image pulls and every
+// container, also as the Job's activeDeadlineSeconds), where the runners
+// that start each container themselves apply it to each container: a Job
+// cannot bound its init containers one by one.
+func (r *Runner) RunPipeline(ctx context.Context, p v1alpha1.Pipeline, ws contract.Workspace, env contract.Env) error {
 	timeout := pipelines.DefaultTimeout
 	if p.Spec.Timeout != nil && p.Spec.Timeout.Duration > 0 {
 		timeout = p.Spec.Timeout.Duration
@@ -241,7 +259,6 @@ func (r *Runner) RunPipeline(ctx context.Context, p v1alpha1.Pipeline, ws contra
 	if err := r.client.Create(ctx, job); err != nil {
 		return fmt.Errorf("creating Job %s/%s: %w", ns, name, err)
 	}
-	rn.jobUID = job.UID
 	log.V(1).Info("created the pipeline's Job", "timeout", timeout)
 	if err := r.ownInput(ctx, job, secrets); err != nil {
 		return err

@@ -1,6 +1,8 @@
 package job
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"promised.dev/promised/api/v1alpha1"
+	"promised.dev/promised/pipelines"
 	"promised.dev/promised/pipelines/contract"
 )
 
@@ -175,4 +178,68 @@ func TestCheckPipeline(t *testing.T) {
 	require.ErrorContains(t, checkPipeline(p(c(ReaderContainer, ""))), "reserved")
 	require.ErrorContains(t, checkPipeline(p(c("a", ""), c("a", ""))), "used twice")
 	require.ErrorContains(t, checkPipeline(p(c("a", "Sometimes"))), `imagePullPolicy "Sometimes"`)
+}
+
+func testPod(init, main []corev1.ContainerStatus) *corev1.Pod {
+	pod := &corev1.Pod{}
+	for _, s := range init {
+		pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: s.Name, Image: s.Name + ":v1"})
+	}
+	for _, s := range main {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: s.Name, Image: s.Name + ":v1"})
+	}
+	// The kubelet lists statuses in no particular order.
+	pod.Status.InitContainerStatuses = append([]corev1.ContainerStatus(nil), init...)
+	slices.Reverse(pod.Status.InitContainerStatuses)
+	pod.Status.ContainerStatuses = main
+	return pod
+}
+
+func status(name string, st corev1.ContainerState) corev1.ContainerStatus {
+	return corev1.ContainerStatus{Name: name, State: st}
+}
+
+var (
+	done    = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}
+	running = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	pending = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
+)
+
+func TestFailedContainer(t *testing.T) {
+	failed := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 2, Reason: "Error", Message: "  no such template\n"}}
+	err := failedContainer(testPod(
+		[]corev1.ContainerStatus{status("reader", done), status("render", failed), status("seal", pending)},
+		[]corev1.ContainerStatus{status("writer", pending)},
+	))
+	var pe *pipelines.Error
+	require.ErrorAs(t, err, &pe)
+	require.Equal(t, "render", pe.Container)
+	require.Equal(t, "render:v1", pe.Image)
+	require.EqualError(t, pe.Err, "exited with code 2 (Error): no such template")
+
+	oom := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}
+	err = failedContainer(testPod([]corev1.ContainerStatus{status("reader", done)}, []corev1.ContainerStatus{status("writer", oom)}))
+	require.ErrorContains(t, err, `container "writer" (image writer:v1), exited with code 137 (OOMKilled)`)
+
+	require.NoError(t, failedContainer(testPod([]corev1.ContainerStatus{status("reader", done)}, []corev1.ContainerStatus{status("writer", running)})))
+}
+
+func TestWithRunning(t *testing.T) {
+	timedOut := fmt.Errorf("%w after 5m0s", ErrTimeout)
+	pullFailed := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}
+	killed := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error"}}
+	for name, c := range map[string]struct {
+		pod  *corev1.Pod
+		want string
+	}{
+		"running":  {testPod([]corev1.ContainerStatus{status("reader", done), status("render", running)}, nil), `container "render" (image render:v1), timed out after 5m0s (it was running)`},
+		"waiting":  {testPod([]corev1.ContainerStatus{status("reader", done), status("render", pullFailed)}, nil), `container "render" (image render:v1), timed out after 5m0s (it was waiting: ImagePullBackOff: Back-off pulling image)`},
+		"killed":   {testPod([]corev1.ContainerStatus{status("reader", done), status("render", killed)}, nil), `container "render" (image render:v1), timed out after 5m0s (it was stopped with exit code 137)`},
+		"starting": {testPod([]corev1.ContainerStatus{status("reader", pending)}, nil), "timed out after 5m0s"},
+		"no pod":   {nil, "timed out after 5m0s"},
+	} {
+		err := withRunning(timedOut, c.pod)
+		require.ErrorIs(t, err, ErrTimeout, name)
+		require.EqualError(t, err, c.want, name)
+	}
 }

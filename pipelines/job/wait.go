@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -28,9 +29,9 @@ var ErrTimeout = errors.New("timed out")
 // wait returns the Job once it has succeeded, or an error saying why it
 // failed or that it timed out. It watches the Job when the client can and
 // polls as well, since a watch may end without telling.
-func (r *Runner) wait(ctx context.Context, job *batchv1.Job, timeout time.Duration) (*batchv1.Job, error) {
+func (r *Runner) wait(parent context.Context, job *batchv1.Job, timeout time.Duration) (*batchv1.Job, error) {
 	timedOut := fmt.Errorf("%w after %s", ErrTimeout, timeout)
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout, timedOut)
+	ctx, cancel := context.WithTimeoutCause(parent, timeout, timedOut)
 	defer cancel()
 	events := r.watch(ctx, job)
 	tick := time.NewTicker(r.opts.PollInterval)
@@ -38,16 +39,22 @@ func (r *Runner) wait(ctx context.Context, job *batchv1.Job, timeout time.Durati
 	key := client.ObjectKeyFromObject(job)
 	for {
 		current := &batchv1.Job{}
-		err := r.client.Get(ctx, key, current)
+		err := r.get(parent, key, current)
 		switch {
 		case err == nil:
 			if ok, cond := finished(current); cond != nil {
 				if ok {
 					return current, nil
 				}
-				return nil, r.failure(ctx, current, cond, timeout)
+				return nil, r.failure(context.WithoutCancel(ctx), current, cond, timeout)
 			}
 		case ctx.Err() != nil:
+		case transient(err):
+			// A busy or restarting API server should not fail a pipeline
+			// that is running fine; the timeout bounds how long we try.
+			logr.FromContextOrDiscard(ctx).V(1).Info("cannot read the Job; trying again", "error", err.Error())
+		case apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("the Job %s was deleted before it finished: %w", key, err)
 		default:
 			return nil, fmt.Errorf("reading Job %s: %w", key, err)
 		}
@@ -66,6 +73,16 @@ func (r *Runner) wait(ctx context.Context, job *batchv1.Job, timeout time.Durati
 		case <-tick.C:
 		}
 	}
+}
+
+// get reads obj under a bound of its own rather than the pipeline's
+// timeout: near that deadline, client-go's rate limiter refuses to wait
+// with an error that is neither the context's nor the API server's, and
+// the timeout is the wait loop's to report.
+func (r *Runner) get(ctx context.Context, key client.ObjectKey, obj client.Object) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return r.client.Get(ctx, key, obj)
 }
 
 // watch returns the events of job when the client can watch, nil (which
@@ -111,6 +128,8 @@ func finished(j *batchv1.Job) (succeeded bool, cond *batchv1.JobCondition) {
 // termination message where the pod status has them, the Job's condition
 // otherwise.
 func (r *Runner) failure(ctx context.Context, job *batchv1.Job, cond *batchv1.JobCondition, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	pod, podErr := r.latestPod(ctx, job)
 	if cond.Reason == batchv1.JobReasonDeadlineExceeded {
 		return withRunning(fmt.Errorf("%w after %s (the Job's activeDeadlineSeconds)", ErrTimeout, timeout), pod)
@@ -139,19 +158,30 @@ func (r *Runner) timeoutError(ctx context.Context, job *batchv1.Job, timedOut er
 	return withRunning(timedOut, pod)
 }
 
-// withRunning adds the container that had not finished to a timeout.
+// withRunning adds the container that had not finished to a timeout:
+// the first, in the order they run, that had not succeeded.
 func withRunning(err error, pod *corev1.Pod) error {
 	if pod == nil {
 		return err
 	}
 	for _, s := range orderedStatuses(pod) {
-		image := imageOf(pod, s.Name)
-		switch {
-		case s.State.Running != nil:
-			return &pipelines.Error{Container: s.Name, Image: image, Err: fmt.Errorf("%w (it was running)", err)}
-		case s.State.Waiting != nil && s.State.Waiting.Reason != "" && s.State.Waiting.Reason != "PodInitializing":
-			return &pipelines.Error{Container: s.Name, Image: image, Err: fmt.Errorf("%w (it was waiting: %s: %s)", err, s.State.Waiting.Reason, s.State.Waiting.Message)}
+		var state string
+		switch st := s.State; {
+		case st.Terminated != nil && st.Terminated.ExitCode == 0:
+			continue
+		case st.Terminated != nil:
+			state = fmt.Sprintf("it was stopped with exit code %d", st.Terminated.ExitCode)
+		case st.Running != nil:
+			state = "it was running"
+		case st.Waiting != nil && st.Waiting.Reason != "" && st.Waiting.Reason != "PodInitializing":
+			state = fmt.Sprintf("it was waiting: %s", st.Waiting.Reason)
+			if st.Waiting.Message != "" {
+				state += ": " + st.Waiting.Message
+			}
+		default:
+			return err
 		}
+		return &pipelines.Error{Container: s.Name, Image: imageOf(pod, s.Name), Err: fmt.Errorf("%w (%s)", err, state)}
 	}
 	return err
 }

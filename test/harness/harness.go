@@ -29,6 +29,12 @@ type Platform struct {
 // Start runs the controller with reg's stages against cp. Logs go to
 // stderr when PROMISED_TEST_LOG is set and nowhere otherwise.
 func Start(cp *controlplane.ControlPlane, reg *stage.Registry) (*Platform, error) {
+	return StartOn(cp.Config, reg)
+}
+
+// StartOn runs the controller against the apiserver cfg reaches (through
+// a proxy that a test cuts, say); the test client uses cfg too.
+func StartOn(apiserver *rest.Config, reg *stage.Registry) (*Platform, error) {
 	if os.Getenv("PROMISED_TEST_LOG") != "" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	} else {
@@ -40,7 +46,7 @@ func Start(cp *controlplane.ControlPlane, reg *stage.Registry) (*Platform, error
 	}
 	// client-go's default of 5 queries a second would measure the client's
 	// throttle, not the controller; these match `promised controller`'s flags.
-	cfg := rest.CopyConfig(cp.Config)
+	cfg := rest.CopyConfig(apiserver)
 	cfg.QPS, cfg.Burst = 200, 400
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -54,7 +60,7 @@ func Start(cp *controlplane.ControlPlane, reg *stage.Registry) (*Platform, error
 	if err != nil {
 		return nil, err
 	}
-	clientCfg := rest.CopyConfig(cp.Config)
+	clientCfg := rest.CopyConfig(apiserver)
 	clientCfg.QPS, clientCfg.Burst = 1000, 2000
 	c, err := client.New(clientCfg, client.Options{Scheme: scheme})
 	if err != nil {

@@ -88,7 +88,7 @@ type ContainerRun struct {
 	Name     string
 	Image    string
 	ExitCode int
-	// DockerArgs is the full `docker run` command line, so tests can check
+	// DockerArgs is the full `docker create` command line, so tests can check
 	// how the spec was mapped.
 	DockerArgs []string
 }
@@ -133,7 +133,11 @@ func Start(opts Options) (*Kubelet, error) {
 			return nil, fmt.Errorf("reading the control plane's CA: %w", err)
 		}
 	}
-	cs, err := kubernetes.NewForConfig(opts.Config)
+	// client-go's default of 5 queries a second would make a busy test
+	// suite's pods wait on the kubelet's own throttle.
+	cfg := rest.CopyConfig(opts.Config)
+	cfg.QPS, cfg.Burst = 200, 400
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the control plane: %w", err)
 	}
@@ -178,7 +182,16 @@ func (k *Kubelet) Stop() {
 func (k *Kubelet) Runs() []Run {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return append([]Run(nil), k.runs...)
+	out := make([]Run, len(k.runs))
+	for i, r := range k.runs {
+		out[i] = r.copy()
+	}
+	return out
+}
+
+func (r Run) copy() Run {
+	r.Containers = append([]ContainerRun(nil), r.Containers...)
+	return r
 }
 
 // RunOf returns the run of the named Job, if the kubelet has started it.
@@ -187,7 +200,7 @@ func (k *Kubelet) RunOf(namespace, name string) (Run, bool) {
 	defer k.mu.Unlock()
 	for _, r := range k.runs {
 		if r.Job.Namespace == namespace && r.Job.Name == name {
-			return r, true
+			return r.copy(), true
 		}
 	}
 	return Run{}, false

@@ -181,20 +181,34 @@ func (p *podRun) runContainer(ctx context.Context, c corev1.Container, st *corev
 		<-ctx.Done()
 		return false
 	}
+	// Create, then start: a container is only removable once the engine
+	// has made it, and `docker run` stopped halfway leaves one behind.
+	name := args[containerNameArg]
+	if out, err := exec.Command(p.k.opts.Docker, args...).CombinedOutput(); err != nil {
+		msg := fmt.Sprintf("docker create: %v: %s", err, bytes.TrimSpace(out))
+		p.log("container %s: %s", c.Name, msg)
+		p.mu.Lock()
+		st.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerError", Message: msg}}
+		p.mu.Unlock()
+		p.writeStatus()
+		<-ctx.Done()
+		return false
+	}
+	defer func() { _ = exec.Command(p.k.opts.Docker, "rm", "-f", name).Run() }()
 	started := metav1.Now()
 	p.mu.Lock()
 	st.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}
 	st.Started = new(true)
-	st.ContainerID = "docker://" + args[containerNameArg]
+	st.ContainerID = "docker://" + name
 	p.mu.Unlock()
 	p.writeStatus()
 
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, p.k.opts.Docker, args...)
+	cmd := exec.CommandContext(ctx, p.k.opts.Docker, "start", "--attach", name)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// Killing the CLI does not stop the container: remove it by name.
 	cmd.Cancel = func() error {
-		_ = exec.Command(p.k.opts.Docker, "rm", "-f", args[containerNameArg]).Run()
+		_ = exec.Command(p.k.opts.Docker, "rm", "-f", name).Run()
 		return cmd.Process.Kill()
 	}
 	cmd.WaitDelay = 10 * time.Second
@@ -296,7 +310,7 @@ func (p *podRun) runAs(c corev1.Container) (uid, gid *int64) {
 // containerNameArg is the index of the container's name in dockerArgs.
 const containerNameArg = 2
 
-// dockerArgs maps a container of the pod to `docker run` arguments, and
+// dockerArgs maps a container of the pod to `docker create` arguments, and
 // returns the host file that receives its termination message.
 func (p *podRun) dockerArgs(ctx context.Context, c corev1.Container) ([]string, string, error) {
 	suffix := make([]byte, 4)
@@ -304,7 +318,7 @@ func (p *podRun) dockerArgs(ctx context.Context, c corev1.Container) ([]string, 
 		return nil, "", err
 	}
 	name := "promised-kubelet-" + p.pod.Name + "-" + c.Name + "-" + hex.EncodeToString(suffix)
-	args := []string{"run", "--name", name, "--rm", "--pull", "never", "--network", "host",
+	args := []string{"create", "--name", name, "--pull", "never", "--network", "host",
 		"--label", "promised.dev/test-kubelet=" + p.pod.Namespace + "." + p.pod.Name}
 	if uid, gid := p.runAs(c); uid != nil {
 		user := strconv.FormatInt(*uid, 10)
