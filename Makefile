@@ -64,3 +64,7 @@ generate: $(CONTROLLER_GEN) ## Regenerate deepcopy code and CRD YAML from api/
 generate-check: generate ## Fail when generated code differs from what is checked in
 	@git diff --exit-code -- api config/crd || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config/crd)" || { git status --porcelain -- api config/crd; echo "generated files are not committed: run 'make generate' and commit"; exit 1; }
+
+.PHONY: chaos
+chaos: controlplane ## The long reliability runs: 1,000 create/delete cycles for leaks (and the crash test)
+	$(GO) test -count=1 -v -timeout 60m ./test/leak -run TestMemoryAndGoroutinesStayFlat -args -cycles 1000
