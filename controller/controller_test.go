@@ -75,6 +75,11 @@ func TestRequestLifecycle(t *testing.T) {
 		require.Equal(t, "True", requestCondition(got, c)["status"], c)
 	}
 	require.Contains(t, got.GetFinalizers(), "platform.promised.dev/request-cleanup")
+	require.Eventually(t, func() bool {
+		cur := &v1alpha1.Promise{}
+		return k8s.Get(e.ctx(), client.ObjectKey{Name: p.Name}, cur) == nil &&
+			cur.Status.Requests == v1alpha1.RequestCounts{Total: 1, Ready: 1}
+	}, 30*time.Second, 50*time.Millisecond, "the promise counts its Ready request")
 
 	// A spec change makes exactly one new commit.
 	before := e.commits()

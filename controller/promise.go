@@ -132,9 +132,11 @@ func (run *promiseRun) finish(ctx context.Context, err error) (reconcile.Result,
 		run.set(CondReady, true, ReasonSucceeded, fmt.Sprintf("serving %s", run.gvk.Kind))
 	}
 	if !equality.Semantic.DeepEqual(run.status, run.p.Status) {
-		before := run.p.DeepCopy()
+		// An update, not a merge patch: a patch computed from typed objects
+		// leaves out fields whose zero value did not change, and the stored
+		// status may not hold them yet (request counts are required).
 		run.p.Status = run.status
-		if perr := run.r.Client.Status().Patch(ctx, run.p, client.MergeFrom(before)); perr != nil {
+		if perr := run.r.Client.Status().Update(ctx, run.p); perr != nil {
 			return reconcile.Result{}, fmt.Errorf("writing promise status: %w", perr)
 		}
 	}

@@ -185,6 +185,10 @@ func (run *requestRun) runFor(ctx context.Context, out *requestOutcome, dest *v1
 	})
 	observePipeline(run.promise.Name, "configure", start, err)
 	if err != nil {
+		var pe *pipelines.Error
+		if errors.As(err, &pe) && pe.Control.RetryAfter > 0 {
+			return &stepError{condition: CondPipelineSucceeded, reason: ReasonPending, err: err, retryAfter: pe.Control.RetryAfter}
+		}
 		return stalled(CondPipelineSucceeded, failureReason(err), err)
 	}
 	out.result, out.sealedFor = res, sealedFor

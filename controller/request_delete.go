@@ -52,11 +52,16 @@ func (run *requestRun) deleteWorkflow(ctx context.Context, st requestStatus) err
 		return fmt.Errorf("reading the previous output: %w", err)
 	}
 	start := time.Now()
-	_, err = run.r.Engine.Run(ctx, pipelines.Workflow{
+	res, err := run.r.Engine.Run(ctx, pipelines.Workflow{
 		PromiseName: run.promise.Name, Type: "resource", Action: "delete",
 		Pipelines: pipes, Object: run.obj, Previous: previous,
 	})
 	observePipeline(run.promise.Name, "delete", start, err)
+	// The request is going, so its status cannot carry what the delete
+	// workflow said (a retained database, say): an event does.
+	if msg, ok := res.Status["message"].(string); ok && err == nil && msg != "" && run.r.Recorder != nil {
+		run.r.Recorder.Eventf(run.obj, nil, "Normal", "Deleted", "Delete", "%s", msg)
+	}
 	return err
 }
 

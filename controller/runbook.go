@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"promised.dev/promised/api/v1alpha1"
+	"promised.dev/promised/pipelines/ledger"
 )
 
 // runKey is everything that, when it changes, makes a request's workflow
@@ -16,6 +17,7 @@ type runKey struct {
 	generation        int64
 	promiseGeneration int64
 	reconcileAt       string
+	rotate            string
 	destinations      uint64
 }
 
@@ -24,6 +26,8 @@ func runKeyOf(obj *unstructured.Unstructured, p *v1alpha1.Promise) runKey {
 		generation:        obj.GetGeneration(),
 		promiseGeneration: p.GetGeneration(),
 		reconcileAt:       obj.GetAnnotations()[AnnotationReconcileAt],
+		// A rotation request must run the workflow, or stages never see it.
+		rotate: obj.GetAnnotations()[ledger.RotateAnnotation],
 	}
 }
 

@@ -158,6 +158,16 @@ func (e *Engine) runPipeline(ctx context.Context, w Workflow, p v1alpha1.Pipelin
 		ObjectName: obj.GetName(), ObjectNamespace: obj.GetNamespace(),
 	}
 	if err := runner.RunPipeline(ctx, p, ws, env); err != nil {
+		// A stage that fails may still say when to try again (waiting for
+		// another request to appear, say).
+		if _, _, wc, merr := readMetadata(ws); merr == nil && wc.RetryAfter > 0 {
+			var pe *Error
+			if !errors.As(err, &pe) {
+				pe = &Error{Err: err}
+				err = pe
+			}
+			pe.Control = wc
+		}
 		return out, ctl, nil, err
 	}
 	if out.Files, err = validate.Collect(ws.Output(), lim); err != nil {

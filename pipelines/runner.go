@@ -79,6 +79,9 @@ type Error struct {
 	Container string
 	Image     string
 	Err       error
+	// Control is what the failed pipeline wrote to workflow-control.yaml
+	// before failing, such as when to try again.
+	Control contract.WorkflowControl
 }
 
 func (e *Error) Error() string {

@@ -7,19 +7,27 @@ import (
 	"promised.dev/promised/pipelines/job"
 	"promised.dev/promised/pipelines/seal"
 	"promised.dev/promised/pipelines/stage"
+	"promised.dev/promised/promises/apiaggregator"
+	"promised.dev/promised/promises/database"
 )
 
 // Registry returns a registry holding every built-in stage.
 func Registry() (*stage.Registry, error) {
 	r := stage.NewRegistry()
-	for name, f := range map[string]stage.Func{
+	stages := map[string]stage.Func{
 		team.StageName: team.Render,
 		seal.StageName: seal.Stage,
 		// The Job runner's reader and writer: the first and last
 		// containers of every pipeline Job.
 		job.ReaderStageName: job.ReaderStage,
 		job.WriterStageName: job.WriterStage,
-	} {
+	}
+	for _, promise := range []map[string]stage.Func{database.Stages(), apiaggregator.Stages()} {
+		for name, f := range promise {
+			stages[name] = f
+		}
+	}
+	for name, f := range stages {
 		if err := r.Register(name, f); err != nil {
 			return nil, err
 		}

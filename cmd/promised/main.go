@@ -30,6 +30,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRenderCmd(), newTestCmd(), newStageCmd(), newControllerCmd(), newUpCmd(), newVersionCmd())
+	root.AddCommand(newRenderCmd(), newTestCmd(), newStageCmd(), newControllerCmd(), newUpCmd(), newVersionCmd(), newSyncCmd(), newGetCmd(), newDestinationCmd(), newInitCmd(), newBuildCmd(), newImportCmd())
 	return root
 }

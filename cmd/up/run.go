@@ -29,6 +29,8 @@ import (
 // promise, and waits for each to serve its API.
 func (p *Platform) installPromises(ctx context.Context) error {
 	dirs, _ := filepath.Glob(filepath.Join(p.opts.Root, "promises", "*", local.PromiseFile))
+	nested, _ := filepath.Glob(filepath.Join(p.opts.Root, "promises", "*", "*", local.PromiseFile))
+	dirs = append(dirs, nested...)
 	dirs = append(dirs, filepath.Join(p.opts.Root, "examples", "team", local.PromiseFile))
 	var names []string
 	for _, f := range dirs {

@@ -106,6 +106,9 @@ type Request struct {
 	Object *unstructured.Unstructured
 	// Previous is the output of an earlier run, keyed "<pipeline>/<path>".
 	Previous map[string][]byte
+	// SealingCert is the certificate the seal stage seals for; a throwaway
+	// one when nil.
+	SealingCert []byte
 }
 
 // Render runs one workflow of a promise locally. A request is first
@@ -147,6 +150,13 @@ func Render(ctx context.Context, e *pipelines.Engine, r Request) (*pipelines.Res
 		w.Pipelines = actions.Delete
 	default:
 		return nil, fmt.Errorf("workflow action %q: want configure or delete", r.Action)
+	}
+	if usesSeal(w.Pipelines) {
+		in, err := sealInputs(r.SealingCert, r.Promise.Name, w.Object.GetNamespace(), w.Object.GetName())
+		if err != nil {
+			return nil, err
+		}
+		w.Inputs = in
 	}
 	return e.Run(ctx, w)
 }

@@ -15,6 +15,7 @@ import (
 
 	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/pipelines/contract"
+	"promised.dev/promised/pipelines/ledger"
 )
 
 // A test case is a folder under a promise's testdata/ holding:
@@ -23,13 +24,20 @@ import (
 //	case.yaml      optional: {type: resource|promise, action: configure|delete}
 //	previous/      optional: the previous output, as the state store holds it
 //	objects/       optional: other requests and platform Secrets (stage.Objects, stage.Secrets)
+//	ledger/        optional: credentials the platform already holds (a ledger.Folder)
 //	expected/      the snapshot the run must produce, or
 //	error.txt      text the run's error must contain
+//
+// Each case runs with an empty ledger of its own (unless Options give one)
+// and seals with a throwaway certificate; SealedSecrets are compared with
+// their ciphertext and fingerprint masked (MaskSealed), since sealing is
+// randomised.
 const (
 	CaseRequest  = "request.yaml"
 	CaseSettings = "case.yaml"
 	CasePrevious = "previous"
 	CaseObjects  = "objects"
+	CaseLedger   = "ledger"
 	CaseExpected = "expected"
 	CaseError    = "error.txt"
 )
@@ -80,12 +88,31 @@ type caseSettings struct {
 }
 
 func runCase(ctx context.Context, opts Options, p *v1alpha1.Promise, dir string, update bool) (string, error) {
+	caseDir := dir
 	if objs := filepath.Join(dir, CaseObjects); exists(objs) {
 		fo, err := LoadFolderObjects(objs)
 		if err != nil {
 			return "", err
 		}
 		opts.Objects, opts.Secrets = fo, fo
+	}
+	if opts.Ledger == nil {
+		// Each case starts with an empty ledger of its own, as a request
+		// does on its first run.
+		tmp, err := os.MkdirTemp("", "promised-case-ledger-")
+		if err != nil {
+			return "", fmt.Errorf("creating the case's ledger: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		ledgerDir := filepath.Join(tmp, CaseLedger)
+		if seed := filepath.Join(caseDir, CaseLedger); exists(seed) {
+			if err := os.CopyFS(ledgerDir, os.DirFS(seed)); err != nil {
+				return "", fmt.Errorf("copying the case's ledger: %w", err)
+			}
+		}
+		if opts.Ledger, err = ledger.NewFolder(ledgerDir); err != nil {
+			return "", err
+		}
 	}
 	e, err := NewEngine(opts)
 	if err != nil {
@@ -123,6 +150,9 @@ func runCase(ctx context.Context, opts Options, p *v1alpha1.Promise, dir string,
 	}
 	got, err := Snapshot(p, res)
 	if err != nil {
+		return "", err
+	}
+	if got, err = MaskSealed(got); err != nil {
 		return "", err
 	}
 	expectedDir := filepath.Join(dir, CaseExpected)

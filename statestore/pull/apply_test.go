@@ -293,6 +293,53 @@ func TestPruneRemovesCustomResourcesBeforeTheirCRDAndNamespace(t *testing.T) {
 	require.Equal(t, []string{"Gadget", "Namespace", "CustomResourceDefinition"}, order)
 }
 
+func TestPruneKeepsCRDsAndNamespacesHoldingOthersObjects(t *testing.T) {
+	w := newWorld(t)
+	a := w.applier(func(o *pull.Options) { o.AllowEmpty = true })
+	crd, gvr := w.crdYAML()
+	rep := w.sync(a, map[string]string{"crd.yaml": crd, "ns.yaml": w.namespaceYAML(), "g.yaml": w.gadgetYAML("ours", 1), "cm.yaml": w.configMapYAML("ours", "1")})
+	require.NoError(t, rep.Err())
+
+	// A developer puts their own things in sync's namespace and kind.
+	theirs := &unstructured.Unstructured{Object: map[string]any{"apiVersion": gvr.GroupVersion().String(), "kind": "Gadget",
+		"metadata": map[string]any{"name": "theirs", "namespace": "default"}, "spec": map[string]any{"size": int64(9)}}}
+	_, err := w.dyn.Resource(gvr).Namespace("default").Create(w.ctx(), theirs, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = w.kube.CoreV1().Secrets(w.ns).Create(w.ctx(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "their-secret"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	// A dependent (it has an owner) does not count: its owner decides.
+	cm, err := w.configMap("ours")
+	require.NoError(t, err)
+	_, err = w.kube.CoreV1().ConfigMaps(w.ns).Create(w.ctx(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "child",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "ours", UID: cm.UID}}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	rep = w.sync(a, nil)
+	require.NoError(t, rep.Err())
+	require.Equal(t, pull.ActionPruned, result(t, rep, w.cm("ours")).Action)
+	require.Equal(t, pull.ActionPruned, result(t, rep, "Gadget."+gvr.Group+" "+w.ns+"/ours").Action)
+	nsRes := result(t, rep, "Namespace "+w.ns)
+	require.Equal(t, pull.ActionKept, nsRes.Action)
+	require.Equal(t, "not deleted yet: deleting it would delete Secret "+w.ns+"/their-secret, which sync did not create", nsRes.Reason)
+	crdRes := result(t, rep, "CustomResourceDefinition.apiextensions.k8s.io gadgets."+gvr.Group)
+	require.Equal(t, pull.ActionKept, crdRes.Action)
+	require.Contains(t, crdRes.Reason, "Gadget."+gvr.Group+" default/theirs")
+
+	// They stay tracked: once the developer's things are gone, they go.
+	require.NoError(t, w.kube.CoreV1().Secrets(w.ns).Delete(w.ctx(), "their-secret", metav1.DeleteOptions{}))
+	require.NoError(t, w.dyn.Resource(gvr).Namespace("default").Delete(w.ctx(), "theirs", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		// Our own gadget's delete is asynchronous too.
+		l, err := w.dyn.Resource(gvr).List(w.ctx(), metav1.ListOptions{})
+		return err == nil && len(l.Items) == 0
+	}, 10*time.Second, 50*time.Millisecond)
+	rep = w.sync(a, nil)
+	require.Equal(t, map[string]pull.Action{
+		"Namespace " + w.ns: pull.ActionPruned,
+		"CustomResourceDefinition.apiextensions.k8s.io gadgets." + gvr.Group: pull.ActionPruned,
+	}, actions(rep))
+}
+
 func TestPartialFailureIsReportedAndTheRestApplied(t *testing.T) {
 	w := newWorld(t)
 	a := w.applier()
@@ -342,6 +389,18 @@ func TestPartialFailureIsReportedAndTheRestApplied(t *testing.T) {
 	rep = w.sync(a, map[string]string{"0-ns.yaml": w.namespaceYAML(), "a-good.yaml": w.configMapYAML("good-a", "1")})
 	require.NoError(t, rep.Err())
 	require.Equal(t, pull.ActionPruned, result(t, rep, w.cm("good-c")).Action)
+}
+
+func TestMissingNamespaceFailsAtOnce(t *testing.T) {
+	w := newWorld(t)
+	start := time.Now()
+	rep := w.sync(w.applier(func(o *pull.Options) { o.Retry = pull.RetryPolicy{Attempts: 5, Backoff: time.Second} }), map[string]string{
+		"cm.yaml": w.configMapYAML("homeless", "1"),
+	})
+	require.Less(t, time.Since(start), time.Second, "no retry rounds for a namespace nothing creates")
+	res := result(t, rep, w.cm("homeless"))
+	require.Equal(t, pull.ActionFailed, res.Action)
+	require.Equal(t, fmt.Sprintf("namespace %q does not exist and the folder does not create it", w.ns), res.Reason)
 }
 
 func TestUnknownKindIsRetriedThenReported(t *testing.T) {

@@ -58,8 +58,10 @@ const (
 	// ActionPruned means the object left the folder and was deleted (or
 	// was already gone).
 	ActionPruned Action = "pruned"
-	// ActionKept means the object left the folder but was not deleted,
-	// because sync did not create it; it is no longer tracked.
+	// ActionKept means the object left the folder but was not deleted:
+	// sync did not create it (it is no longer tracked), or deleting it (a
+	// CRD, a namespace) would delete objects sync did not create (it stays
+	// tracked and is pruned once they are gone).
 	ActionKept Action = "kept"
 	// ActionFailed means the object could not be applied or deleted (or its
 	// document could not be read); Reason says why.
@@ -145,13 +147,24 @@ func (r Report) WriteText(w io.Writer) error {
 	for _, n := range r.Notes {
 		fmt.Fprintf(&out, "note: %s\n", n)
 	}
+	out.WriteString(r.Headline() + "\n")
+	_, err := w.Write(out.Bytes())
+	return err
+}
+
+// Headline is the report's last line: destination, commit and Summary.
+func (r Report) Headline() string {
 	at := ""
 	if r.Commit != "" {
 		at = " at " + shortCommit(r.Commit)
 	}
-	fmt.Fprintf(&out, "%s%s: %s\n", r.Destination, at, r.Summary())
-	_, err := w.Write(out.Bytes())
-	return err
+	return fmt.Sprintf("%s%s: %s", r.Destination, at, r.Summary())
+}
+
+// Quiet is true when the sync changed nothing and has nothing to tell:
+// every object unchanged, no notes.
+func (r Report) Quiet() bool {
+	return len(r.Notes) == 0 && r.Count(ActionUnchanged) == len(r.Objects)
 }
 
 // oneLine keeps a multi-line apiserver message on its row.

@@ -79,7 +79,8 @@ func (g *GitSource) Fetch(ctx context.Context) (Snapshot, error) {
 		Logger:         g.Logger,
 	})
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("opening %s: %w", RedactURL(g.URL), err)
+		// The statestore's errors name the (redacted) URL already.
+		return Snapshot{}, err
 	}
 	defer func() { _ = w.Close() }()
 	head, err := w.Head()
