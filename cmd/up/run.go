@@ -153,15 +153,29 @@ func (p *Platform) exampleRequests() ([]*unstructured.Unstructured, error) {
 }
 
 func (p *Platform) applyExamples(ctx context.Context) error {
-	reqs, err := p.exampleRequests()
+	objs, err := p.exampleRequests()
 	if err != nil {
 		return err
 	}
-	for _, u := range reqs {
+	var namespaces []string
+	applied := 0
+	for _, u := range objs {
+		if u.GetKind() == "Namespace" {
+			namespaces = append(namespaces, u.GetName())
+		}
+		if u.GetKind() == "Database" && p.postgres == nil {
+			continue
+		}
 		if err := apply(ctx, p.client, u); err != nil {
 			return err
 		}
+		if u.GetKind() != "Namespace" {
+			applied++
+		}
 	}
-	p.say("applied %d example requests from examples/requests", len(reqs))
+	if err := p.ensureWorkloadNamespaces(ctx, namespaces); err != nil {
+		return err
+	}
+	p.say("applied %d example requests from examples/requests", applied)
 	return nil
 }

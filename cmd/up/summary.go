@@ -3,6 +3,7 @@ package up
 import (
 	"context"
 	"fmt"
+	"strings"
 	"os/exec"
 	"sort"
 	"time"
@@ -111,7 +112,7 @@ func (p *Platform) waitAndSummarise(ctx context.Context) error {
 			}
 			if done == len(rows) {
 				p.printTree(rows)
-				return nil
+				return p.checkServices(ctx, rows)
 			}
 		}
 		select {
@@ -179,4 +180,24 @@ func (p *Platform) printTree(rows []row) {
 			fmt.Fprintf(out, "   └─ %s  %s/resources/%s/%s/%s  commit %s  %s\n", d, d, r.namespace, r.promise, r.name, commit, applied)
 		}
 	}
+}
+
+// checkServices proves the delivered credentials work: each Database
+// request's workload connects to its database.
+func (p *Platform) checkServices(ctx context.Context, rows []row) error {
+	failed := 0
+	for _, r := range rows {
+		if r.kind != "Database" {
+			continue
+		}
+		msg := p.checkDatabase(ctx, r)
+		fmt.Fprintf(p.opts.Out, "check %s/%s: %s\n", r.namespace, r.name, msg)
+		if !strings.HasPrefix(msg, "connected") {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d delivered credential(s) did not work", failed)
+	}
+	return nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"promised.dev/promised/cmd/builtin"
 	"promised.dev/promised/controller"
+	"promised.dev/promised/promises/database/pgtest"
 	"promised.dev/promised/statestore/gitserver"
 	"promised.dev/promised/test/controlplane"
 )
@@ -60,6 +61,7 @@ type Platform struct {
 	client   client.Client
 	stop     []func()
 	keys     map[string]sealingKey
+	postgres *pgtest.Server
 }
 
 // Run starts the platform, applies the examples if asked, and runs until
@@ -77,7 +79,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		p.shutdown()
 	}()
 	for _, step := range []func(context.Context) error{
-		p.prepare, p.startControlPlanes, p.startGit, p.startController, p.register, p.installPromises, p.startSync,
+		p.prepare, p.startControlPlanes, p.startGit, p.startController, p.register,
+		p.installWorkloadCRDs, p.startUnsealers, p.startPostgres, p.installPromises, p.startSync,
 	} {
 		if err := step(ctx); err != nil {
 			return err
@@ -120,6 +123,11 @@ func (p *Platform) prepare(context.Context) error {
 	}
 	if err := os.MkdirAll(p.opts.StateDir, 0o700); err != nil {
 		return fmt.Errorf("creating the state folder: %w", err)
+	}
+	// Searchable, not listable: PostgreSQL runs as its own user and must
+	// reach its folder inside; every secret in here is a 0600 file.
+	if err := os.Chmod(p.opts.StateDir, 0o711); err != nil {
+		return fmt.Errorf("opening the state folder to the postgres user: %w", err)
 	}
 	return p.lock()
 }
