@@ -17,6 +17,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -62,17 +63,24 @@ func ensureNamespace(ctx context.Context, c client.Client, name string) error {
 	return nil
 }
 
-// apply creates obj, or updates it to obj when it exists.
+// apply creates obj, or updates it to obj when it exists, keeping the
+// finalizers the controller added (it may be updating it meanwhile: a
+// conflict is retried on the fresh object).
 func apply(ctx context.Context, c client.Client, obj client.Object) error {
-	existing := obj.DeepCopyObject().(client.Object)
-	err := c.Get(ctx, client.ObjectKeyFromObject(obj), existing)
-	switch {
-	case apierrors.IsNotFound(err):
-		err = c.Create(ctx, obj)
-	case err == nil:
-		obj.SetResourceVersion(existing.GetResourceVersion())
-		err = c.Update(ctx, obj)
-	}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		existing := obj.DeepCopyObject().(client.Object)
+		err := c.Get(ctx, client.ObjectKeyFromObject(obj), existing)
+		switch {
+		case apierrors.IsNotFound(err):
+			return c.Create(ctx, obj)
+		case err != nil:
+			return err
+		}
+		desired := obj.DeepCopyObject().(client.Object)
+		desired.SetResourceVersion(existing.GetResourceVersion())
+		desired.SetFinalizers(existing.GetFinalizers())
+		return c.Update(ctx, desired)
+	})
 	if err != nil {
 		return fmt.Errorf("applying %T %s: %w", obj, obj.GetName(), err)
 	}

@@ -3,6 +3,8 @@ package up
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,9 +27,22 @@ func (p *Platform) startPostgres(ctx context.Context) error {
 		p.say("PostgreSQL binaries not found (%v): the Database example is left out", err)
 		return nil
 	}
-	srv, err := pgtest.Start(p.path("postgres"))
+	// The same port on every start: the address is part of each database's
+	// delivered connection, and a new one would re-write them all.
+	port := 0
+	if b, err := os.ReadFile(p.path("postgres.port")); err == nil {
+		port, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	srv, err := pgtest.StartWith(p.path("postgres"), pgtest.Options{Port: port})
+	if err != nil && port != 0 {
+		p.say("PostgreSQL could not reuse port %d (%v); taking a new one", port, err)
+		srv, err = pgtest.Start(p.path("postgres"))
+	}
 	if err != nil {
 		return fmt.Errorf("starting PostgreSQL: %w", err)
+	}
+	if err := os.WriteFile(p.path("postgres.port"), []byte(strconv.Itoa(srv.Port)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("recording the PostgreSQL port: %w", err)
 	}
 	p.stop = append(p.stop, func() { _ = srv.Stop() })
 	p.postgres = srv
@@ -60,39 +75,44 @@ func (p *Platform) checkDatabase(ctx context.Context, r row) string {
 	if err != nil {
 		return err.Error()
 	}
-	sec := &corev1.Secret{}
-	deadline := time.Now().Add(20 * time.Second)
+	// The workload's Secret follows Git a sync and an unseal behind the
+	// commit: give it a few rounds to catch up.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err = c.Get(ctx, client.ObjectKey{Namespace: r.namespace, Name: secretName}, sec)
-		if err == nil || time.Now().After(deadline) {
-			break
+		msg, ok := tryDatabase(ctx, c, r.namespace, secretName, r.destinations[0])
+		if ok || time.Now().After(deadline) {
+			return msg
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(time.Second)
 	}
-	if err != nil {
-		return fmt.Sprintf("Secret %s/%s not delivered on %s: %v", r.namespace, secretName, r.destinations[0], err)
+}
+
+func tryDatabase(ctx context.Context, c client.Client, namespace, secretName, dest string) (string, bool) {
+	sec := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: secretName}, sec); err != nil {
+		return fmt.Sprintf("Secret %s/%s not delivered on %s: %v", namespace, secretName, dest, err), false
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(cctx, string(sec.Data[database.KeyURI]))
 	if err != nil {
-		return "connecting with the delivered credentials failed: " + redact(err.Error(), sec.Data)
+		return "connecting with the delivered credentials failed: " + redact(err.Error(), sec.Data), false
 	}
 	defer conn.Close(cctx)
 	var user, db string
 	if err := conn.QueryRow(cctx, "select current_user, current_database()").Scan(&user, &db); err != nil {
-		return "querying failed: " + redact(err.Error(), sec.Data)
+		return "querying failed: " + redact(err.Error(), sec.Data), false
 	}
 	if _, err := conn.Exec(cctx, "create table if not exists promised_up_check (id int)"); err != nil {
-		return "creating a table failed: " + redact(err.Error(), sec.Data)
+		return "creating a table failed: " + redact(err.Error(), sec.Data), false
 	}
-	return fmt.Sprintf("connected to database %s as %s with the delivered credentials and created a table", db, user)
+	return fmt.Sprintf("connected to database %s as %s with the delivered credentials and created a table", db, user), true
 }
 
-// redact keeps a Secret's values out of a message.
+// redact keeps the password (alone or inside the URI) out of a message.
 func redact(msg string, data map[string][]byte) string {
-	for _, v := range data {
-		if len(v) >= 4 {
+	for _, k := range []string{database.KeyPassword, database.KeyURI} {
+		if v := data[k]; len(v) > 0 {
 			msg = strings.ReplaceAll(msg, string(v), "<redacted>")
 		}
 	}
