@@ -12,16 +12,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/cmd/builtin"
-	"promised.dev/promised/pipelines/local"
-	"promised.dev/promised/statestore/gittest"
 	"promised.dev/promised/test/harness"
 )
 
@@ -46,23 +41,9 @@ func TestMain(m *testing.M) {
 //
 //	go test ./test/bench -run '^$' -bench Requests -benchtime 1x
 func BenchmarkRequests(b *testing.B) {
-	ctx := context.Background()
-	git := gittest.New(b)
-	git.InitBare("state.git")
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bench-git", Namespace: "default"},
-		Data: map[string][]byte{"username": []byte(git.Username()), "password": []byte(git.Password())}}
-	require.NoError(b, k8s.Create(ctx, sec))
-	require.NoError(b, k8s.Create(ctx, &v1alpha1.GitStateStore{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: v1alpha1.GitStateStoreSpec{
-		URL: git.HTTPURL("state.git"), Branch: "main", AuthMethod: v1alpha1.AuthBasic, SecretRef: &v1alpha1.SecretReference{Name: sec.Name, Namespace: sec.Namespace}}}))
-	require.NoError(b, k8s.Create(ctx, &v1alpha1.Destination{ObjectMeta: metav1.ObjectMeta{Name: "dev", Labels: map[string]string{"environment": "dev"}},
-		Spec: v1alpha1.DestinationSpec{StateStoreRef: v1alpha1.StateStoreRef{Kind: "GitStateStore", Name: "bench"}}}))
-	p, err := local.LoadPromise("../../examples/team")
-	require.NoError(b, err)
-	require.NoError(b, k8s.Create(ctx, p))
-	require.Eventually(b, func() bool {
-		got := &v1alpha1.Promise{}
-		return k8s.Get(ctx, client.ObjectKey{Name: p.Name}, got) == nil && condTrue(got.Status.Conditions)
-	}, time.Minute, 50*time.Millisecond)
+	git := harness.GitStore(b, k8s, "bench")
+	harness.Destination(b, k8s, "dev", "bench", map[string]string{"environment": "dev"})
+	harness.InstallPromise(b, k8s, "../../examples/team")
 
 	n := *requests
 	reconcilesBefore := counter(b, "controller_runtime_reconcile_total", "request-team")
@@ -96,12 +77,7 @@ func createAll(b *testing.B, n int) {
 	for range 16 {
 		wg.Go(func() {
 			for i := range work {
-				u := &unstructured.Unstructured{Object: map[string]any{
-					"apiVersion": "example.promised.dev/v1", "kind": "Team",
-					"metadata": map[string]any{"name": fmt.Sprintf("team-%05d", i), "namespace": "default"},
-					"spec":     map[string]any{"owner": fmt.Sprintf("owner%d@example.com", i)},
-				}}
-				if err := k8s.Create(context.Background(), u); err != nil {
+				if err := k8s.Create(context.Background(), harness.Team("default", fmt.Sprintf("team-%05d", i))); err != nil {
 					errs <- err
 				}
 			}
@@ -136,15 +112,6 @@ func waitAllReady(b *testing.B, n int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	b.Fatalf("not every request became Ready within 10 minutes")
-}
-
-func condTrue(conds []metav1.Condition) bool {
-	for _, c := range conds {
-		if c.Type == "Ready" && c.Status == metav1.ConditionTrue {
-			return true
-		}
-	}
-	return false
 }
 
 // counter sums a counter of the in-process controller's metrics with the

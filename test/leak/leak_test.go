@@ -14,16 +14,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/cmd/builtin"
-	"promised.dev/promised/pipelines/local"
-	"promised.dev/promised/statestore/gittest"
 	"promised.dev/promised/test/harness"
 )
 
@@ -43,23 +38,9 @@ func TestMain(m *testing.M) {
 }
 
 func TestMemoryAndGoroutinesStayFlat(t *testing.T) {
-	ctx := context.Background()
-	git := gittest.New(t)
-	git.InitBare("state.git")
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: "default"},
-		Data: map[string][]byte{"username": []byte(git.Username()), "password": []byte(git.Password())}}
-	require.NoError(t, k8s.Create(ctx, sec))
-	require.NoError(t, k8s.Create(ctx, &v1alpha1.GitStateStore{ObjectMeta: metav1.ObjectMeta{Name: "git"}, Spec: v1alpha1.GitStateStoreSpec{
-		URL: git.HTTPURL("state.git"), Branch: "main", SecretRef: &v1alpha1.SecretReference{Name: "git", Namespace: "default"}}}))
-	require.NoError(t, k8s.Create(ctx, &v1alpha1.Destination{ObjectMeta: metav1.ObjectMeta{Name: "dev", Labels: map[string]string{"environment": "dev"}},
-		Spec: v1alpha1.DestinationSpec{StateStoreRef: v1alpha1.StateStoreRef{Kind: "GitStateStore", Name: "git"}}}))
-	p, err := local.LoadPromise("../../examples/team")
-	require.NoError(t, err)
-	require.NoError(t, k8s.Create(ctx, p))
-	require.Eventually(t, func() bool {
-		got := &v1alpha1.Promise{}
-		return k8s.Get(ctx, client.ObjectKey{Name: p.Name}, got) == nil && got.Status.Kind != "" && len(got.Status.Conditions) > 0 && got.Status.Conditions[len(got.Status.Conditions)-1].Status == metav1.ConditionTrue
-	}, time.Minute, 100*time.Millisecond)
+	harness.GitStore(t, k8s, "git")
+	harness.Destination(t, k8s, "dev", "git", map[string]string{"environment": "dev"})
+	harness.InstallPromise(t, k8s, "../../examples/team")
 
 	const parallel = 10
 	round := func(r int) {
@@ -89,31 +70,14 @@ func TestMemoryAndGoroutinesStayFlat(t *testing.T) {
 // until it is gone (finalizer removed).
 func cycle(t *testing.T, name string) {
 	ctx := context.Background()
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "example.promised.dev/v1", "kind": "Team",
-		"metadata": map[string]any{"name": name, "namespace": "default"},
-		"spec":     map[string]any{"owner": name + "@example.com"},
-	}}
+	u := harness.Team("default", name)
 	require.NoError(t, k8s.Create(ctx, u))
 	key := client.ObjectKeyFromObject(u)
-	require.Eventually(t, func() bool {
-		got := &unstructured.Unstructured{}
-		got.SetGroupVersionKind(u.GroupVersionKind())
-		if k8s.Get(ctx, key, got) != nil {
-			return false
-		}
-		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
-		for _, c := range conds {
-			if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
-				return true
-			}
-		}
-		return false
-	}, time.Minute, 20*time.Millisecond, "request %s never Ready", name)
+	require.Eventually(t, func() bool { return harness.Ready(ctx, k8s, harness.TeamGVK, key) }, time.Minute, 20*time.Millisecond, "request %s never Ready", name)
 	require.NoError(t, k8s.Delete(ctx, u))
 	require.Eventually(t, func() bool {
 		got := &unstructured.Unstructured{}
-		got.SetGroupVersionKind(u.GroupVersionKind())
+		got.SetGroupVersionKind(harness.TeamGVK)
 		return apierrors.IsNotFound(k8s.Get(ctx, key, got))
 	}, time.Minute, 20*time.Millisecond, "request %s never deleted", name)
 }

@@ -9,17 +9,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/cmd/builtin"
 	"promised.dev/promised/controller"
-	"promised.dev/promised/pipelines/local"
-	"promised.dev/promised/statestore/gittest"
 	"promised.dev/promised/test/controlplane"
 	"promised.dev/promised/test/harness"
 )
@@ -56,47 +51,15 @@ func TestControllerResumesAfterTheAPIServerGoesAway(t *testing.T) {
 	require.NoError(t, err)
 	ctx := context.Background()
 
-	git := gittest.New(t)
-	git.InitBare("state.git")
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: "default"},
-		Data: map[string][]byte{"username": []byte(git.Username()), "password": []byte(git.Password())}}
-	require.NoError(t, k8s.Create(ctx, sec))
-	require.NoError(t, k8s.Create(ctx, &v1alpha1.GitStateStore{ObjectMeta: metav1.ObjectMeta{Name: "git"}, Spec: v1alpha1.GitStateStoreSpec{
-		URL: git.HTTPURL("state.git"), Branch: "main", SecretRef: &v1alpha1.SecretReference{Name: "git", Namespace: "default"}}}))
-	require.NoError(t, k8s.Create(ctx, &v1alpha1.Destination{ObjectMeta: metav1.ObjectMeta{Name: "dev", Labels: map[string]string{"environment": "dev"}},
-		Spec: v1alpha1.DestinationSpec{StateStoreRef: v1alpha1.StateStoreRef{Kind: "GitStateStore", Name: "git"}}}))
-	p, err := local.LoadPromise("../../examples/team")
-	require.NoError(t, err)
-	require.NoError(t, k8s.Create(ctx, p))
-
+	git := harness.GitStore(t, k8s, "git")
+	harness.Destination(t, k8s, "dev", "git", map[string]string{"environment": "dev"})
+	harness.InstallPromise(t, k8s, "../../examples/team")
 	ready := func(name string) func() bool {
 		return func() bool {
-			u := &unstructured.Unstructured{}
-			u.SetAPIVersion("example.promised.dev/v1")
-			u.SetKind("Team")
-			if k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, u) != nil {
-				return false
-			}
-			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-			for _, c := range conds {
-				if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
-					return true
-				}
-			}
-			return false
+			return harness.Ready(ctx, k8s, harness.TeamGVK, client.ObjectKey{Namespace: "default", Name: name})
 		}
 	}
-	team := func(name string) *unstructured.Unstructured {
-		return &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "example.promised.dev/v1", "kind": "Team",
-			"metadata": map[string]any{"name": name, "namespace": "default"},
-			"spec":     map[string]any{"owner": name + "@example.com"},
-		}}
-	}
-	require.Eventually(t, func() bool {
-		got := &v1alpha1.Promise{}
-		return k8s.Get(ctx, client.ObjectKey{Name: p.Name}, got) == nil && meta(got.Status.Conditions)
-	}, time.Minute, 100*time.Millisecond)
+	team := func(name string) *unstructured.Unstructured { return harness.Team("default", name) }
 	require.NoError(t, k8s.Create(ctx, team("before")))
 	require.Eventually(t, ready("before"), time.Minute, 100*time.Millisecond)
 	commits := git.CommitCount("state.git", "main")
@@ -119,13 +82,4 @@ func TestControllerResumesAfterTheAPIServerGoesAway(t *testing.T) {
 	for i := range 3 {
 		require.Contains(t, files, fmt.Sprintf("dev/resources/default/team/during-%d/render/namespace.yaml", i))
 	}
-}
-
-func meta(conds []metav1.Condition) bool {
-	for _, c := range conds {
-		if c.Type == "Ready" {
-			return c.Status == metav1.ConditionTrue
-		}
-	}
-	return false
 }
