@@ -59,10 +59,13 @@ func (run *requestRun) deleteWorkflow(ctx context.Context, st requestStatus) err
 	observePipeline(run.promise.Name, "delete", start, err)
 	// The request is going, so its status cannot carry what the delete
 	// workflow said (a retained database, say): an event does.
-	if msg, ok := res.Status["message"].(string); ok && err == nil && msg != "" && run.r.Recorder != nil {
+	if err != nil {
+		return err
+	}
+	if msg, ok := res.Status["message"].(string); ok && msg != "" && run.r.Recorder != nil {
 		run.r.Recorder.Eventf(run.obj, nil, "Normal", "Deleted", "Delete", "%s", msg)
 	}
-	return err
+	return nil
 }
 
 func (run *requestRun) deleteFailed(ctx context.Context, err error) (reconcile.Result, error) {

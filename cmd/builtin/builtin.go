@@ -9,6 +9,7 @@ import (
 	"promised.dev/promised/pipelines/stage"
 	"promised.dev/promised/promises/apiaggregator"
 	"promised.dev/promised/promises/database"
+	"promised.dev/promised/promises/natsuser"
 )
 
 // Registry returns a registry holding every built-in stage.
@@ -22,7 +23,7 @@ func Registry() (*stage.Registry, error) {
 		job.ReaderStageName: job.ReaderStage,
 		job.WriterStageName: job.WriterStage,
 	}
-	for _, promise := range []map[string]stage.Func{database.Stages(), apiaggregator.Stages()} {
+	for _, promise := range []map[string]stage.Func{database.Stages(), apiaggregator.Stages(), natsuser.Stages()} {
 		for name, f := range promise {
 			stages[name] = f
 		}

@@ -183,14 +183,19 @@ func (p *Platform) printTree(rows []row) {
 }
 
 // checkServices proves the delivered credentials work: each Database
-// request's workload connects to its database.
+// request's workload connects to its database, each NatsUser's to NATS.
 func (p *Platform) checkServices(ctx context.Context, rows []row) error {
 	failed := 0
 	for _, r := range rows {
-		if r.kind != "Database" {
+		var msg string
+		switch r.kind {
+		case "Database":
+			msg = p.checkDatabase(ctx, r)
+		case "NatsUser":
+			msg = p.checkNATS(ctx, r)
+		default:
 			continue
 		}
-		msg := p.checkDatabase(ctx, r)
 		fmt.Fprintf(p.opts.Out, "check %s/%s: %s\n", r.namespace, r.name, msg)
 		if !strings.HasPrefix(msg, "connected") {
 			failed++

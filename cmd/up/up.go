@@ -62,6 +62,7 @@ type Platform struct {
 	stop     []func()
 	keys     map[string]sealingKey
 	postgres *pgtest.Server
+	natsURL  string
 }
 
 // Run starts the platform, applies the examples if asked, and runs until
@@ -80,7 +81,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}()
 	for _, step := range []func(context.Context) error{
 		p.prepare, p.startControlPlanes, p.startGit, p.startController, p.register,
-		p.installWorkloadCRDs, p.startUnsealers, p.startPostgres, p.installPromises, p.startSync,
+		p.installWorkloadCRDs, p.startUnsealers, p.startPostgres, p.startNATS, p.installPromises, p.startSync,
 	} {
 		if err := step(ctx); err != nil {
 			return err
