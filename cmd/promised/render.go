@@ -3,11 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"promised.dev/promised/cmd/builtin"
 	"promised.dev/promised/pipelines/contract"
+	"promised.dev/promised/pipelines/ledger"
 	"promised.dev/promised/pipelines/local"
 )
 
@@ -34,6 +37,7 @@ func newRenderCmd() *cobra.Command {
 		workflow, typ       string
 		output, previousDir string
 		objectsDir          string
+		ledgerDir           string
 	)
 	cmd := &cobra.Command{
 		Use:   "render PROMISE [REQUEST]",
@@ -77,6 +81,19 @@ REQUEST is a request file (not needed with --type promise).`,
 				}
 				opts.Objects, opts.Secrets = fo, fo
 			}
+			if ledgerDir == "" {
+				// Without a ledger folder, credentials are minted afresh
+				// in a temporary one, as on a request's first run.
+				tmp, err := os.MkdirTemp("", "promised-render-ledger-")
+				if err != nil {
+					return fmt.Errorf("creating a ledger folder: %w", err)
+				}
+				defer os.RemoveAll(tmp)
+				ledgerDir = filepath.Join(tmp, "ledger")
+			}
+			if opts.Ledger, err = ledger.NewFolder(ledgerDir); err != nil {
+				return err
+			}
 			e, err := local.NewEngine(opts)
 			if err != nil {
 				return err
@@ -104,6 +121,7 @@ REQUEST is a request file (not needed with --type promise).`,
 	cmd.Flags().StringVar(&typ, "type", string(contract.TypeResource), "resource (a request's workflow) or promise (the promise's own)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the files to this folder instead of printing them")
 	cmd.Flags().StringVar(&previousDir, "previous", "", "a folder holding the previous output (as --output wrote it)")
+	cmd.Flags().StringVar(&ledgerDir, "ledger", "", "a folder of 0600 files keeping the credentials stages mint, so a second render reuses them (a temporary one when empty)")
 	cmd.Flags().StringVar(&objectsDir, "objects", "", "a folder of YAML files: other requests and platform configuration Secrets that stages may read")
 	return cmd
 }
