@@ -14,10 +14,12 @@ export PROMISED_CACHE := $(CACHE)
 
 include test/controlplane/controlplane.mk
 include statestore/statestore.mk
+include test/chaos/chaos.mk
+include test/bench/bench.mk
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build the promised binary into bin/
@@ -66,5 +68,5 @@ generate-check: generate ## Fail when generated code differs from what is checke
 	@test -z "$$(git status --porcelain -- api config/crd)" || { git status --porcelain -- api config/crd; echo "generated files are not committed: run 'make generate' and commit"; exit 1; }
 
 .PHONY: chaos
-chaos: controlplane ## The long reliability runs: 1,000 create/delete cycles for leaks (and the crash test)
+chaos: controlplane chaos-crash ## The long reliability runs: the crash test (1,000 requests, 20 kills) and 1,000 create/delete cycles for leaks
 	$(GO) test -count=1 -v -timeout 60m ./test/leak -run TestMemoryAndGoroutinesStayFlat -args -cycles 1000

@@ -165,7 +165,16 @@ func (run *requestRun) runWorkflow(ctx context.Context, out *requestOutcome) err
 // runFor runs the configure workflow with the platform inputs (the
 // sealing certificate) of dest.
 func (run *requestRun) runFor(ctx context.Context, out *requestOutcome, dest *v1alpha1.Destination) error {
-	previous, err := run.r.Places.ReadRequest(ctx, run.obj, run.promise.Name, out.status.Placement)
+	// Status names where the output went; when it does not (the
+	// controller died between the push and the status write), the
+	// destination the output is going to is where a previous run would
+	// have put it. Without this, the seal stage would not find the sealed
+	// bytes it must re-emit, and the re-run would commit new ones.
+	readFrom := out.status.Placement
+	if len(readFrom) == 0 && dest != nil {
+		readFrom = map[string]string{"": dest.Name}
+	}
+	previous, err := run.r.Places.ReadRequest(ctx, run.obj, run.promise.Name, readFrom)
 	if err != nil {
 		return waiting(CondPipelineSucceeded, ReasonStoreError, fmt.Errorf("reading the previous output: %w", err))
 	}
