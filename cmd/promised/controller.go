@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"promised.dev/promised/cmd/builtin"
@@ -60,6 +61,14 @@ to the Git state stores. Built-in stages run in-process.`,
 			mgr, err := controller.NewManager(cfg, opts)
 			if err != nil {
 				return err
+			}
+			// Without a check, controller-runtime answers the probes 404
+			// and a Deployment's liveness probe would restart the pod.
+			if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+				return fmt.Errorf("adding the health check: %w", err)
+			}
+			if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+				return fmt.Errorf("adding the readiness check: %w", err)
 			}
 			return mgr.Start(cmd.Context())
 		},

@@ -3,9 +3,9 @@ package up
 import (
 	"context"
 	"fmt"
-	"strings"
 	"os/exec"
 	"sort"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"

@@ -49,6 +49,7 @@ type Finding struct {
 	Message string
 }
 
+// String is "path: message".
 func (f Finding) String() string { return f.Path + ": " + f.Message }
 
 // Result is a converted Promise.
@@ -354,8 +355,13 @@ func (c *converter) render(p *v1alpha1.Promise) ([]byte, error) {
 	// struct, which omitempty does not leave out.
 	spec, _ := m["spec"].(map[string]any)
 	workflows, _ := spec["workflows"].(map[string]any)
-	for _, actions := range workflows {
+	for typ, actions := range workflows {
 		byAction, _ := actions.(map[string]any)
+		if len(byAction) == 0 {
+			// Likewise "resource: {}" for a promise with promise workflows only.
+			delete(workflows, typ)
+			continue
+		}
 		for _, list := range byAction {
 			pipelines, _ := list.([]any)
 			for _, pl := range pipelines {
@@ -365,6 +371,9 @@ func (c *converter) render(p *v1alpha1.Promise) ([]byte, error) {
 				}
 			}
 		}
+	}
+	if workflows != nil && len(workflows) == 0 {
+		delete(spec, "workflows")
 	}
 	out, err := yaml.Marshal(m)
 	if err != nil {

@@ -90,7 +90,10 @@ func TestScaffoldCompilesAndPassesItsOwnTest(t *testing.T) {
 	require.NoError(t, os.MkdirAll("testdata", 0o755))
 	work, err := os.MkdirTemp("testdata", "gen-")
 	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(work) })
+	t.Cleanup(func() {
+		os.RemoveAll(work)
+		os.Remove("testdata") // only when empty: nothing else lives there
+	})
 	promiseDir := filepath.Join(work, "widget")
 
 	dir, written, err := scaffold.Generate(context.Background(), scaffold.Options{
