@@ -15,6 +15,7 @@ export PROMISED_CACHE := $(CACHE)
 include test/controlplane/controlplane.mk
 include statestore/statestore.mk
 include test/chaos/chaos.mk
+include cmd/images.mk
 include test/bench/bench.mk
 
 .PHONY: help
