@@ -84,7 +84,11 @@ func (r *DestinationReconciler) probe(ctx context.Context, d *v1alpha1.Destinati
 	if err != nil {
 		return err
 	}
-	return store.Writer.Probe(ctx)
+	if err := store.Writer.Probe(ctx); err != nil {
+		r.Places.Stores.Recheck(d.Spec.StateStoreRef.Name)
+		return err
+	}
+	return nil
 }
 
 // shape is what scheduling sees of a destination.

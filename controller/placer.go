@@ -290,6 +290,7 @@ func (pl *Placer) write(ctx context.Context, perDest map[string]map[string][]byt
 			if cause != nil && ctx.Err() == nil {
 				err = cause
 			}
+			pl.Stores.Recheck(k)
 			return "", false, fmt.Errorf("writing to GitStateStore %q: %w", k, err)
 		}
 		if commit == "" {

@@ -67,7 +67,11 @@ func (run *promiseRun) delete(ctx context.Context) (reconcile.Result, error) {
 func (run *promiseRun) countRequests(ctx context.Context, gvk schema.GroupVersionKind) (int, error) {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-	err := run.r.Client.List(ctx, list)
+	reader := run.r.Reader
+	if reader == nil {
+		reader = run.r.Client
+	}
+	err := reader.List(ctx, list)
 	if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
 		return 0, nil
 	}

@@ -176,7 +176,9 @@ func (run *requestRun) runFor(ctx context.Context, out *requestOutcome, dest *v1
 	}
 	previous, err := run.r.Places.ReadRequest(ctx, run.obj, run.promise.Name, readFrom)
 	if err != nil {
-		return waiting(CondPipelineSucceeded, ReasonStoreError, fmt.Errorf("reading the previous output: %w", err))
+		// The store, not the pipeline, is what failed: it is reported
+		// where every other store failure is.
+		return waiting(CondWritten, ReasonStoreError, fmt.Errorf("reading the previous output: %w", err))
 	}
 	inputs, sealedFor, err := run.r.Places.Inputs(ctx, run.obj, run.promise.Name, dest)
 	if err != nil {

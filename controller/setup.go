@@ -146,7 +146,7 @@ func Setup(mgr manager.Manager, opts Options) error {
 		}
 	}
 
-	promises := &PromiseReconciler{Client: mgr.GetClient(), Engine: engine, Places: places, Kinds: kinds, Runs: runs, Recorder: recorder}
+	promises := &PromiseReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Engine: engine, Places: places, Kinds: kinds, Runs: runs, Recorder: recorder}
 	crdToPromise := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		if name := o.GetLabels()[LabelPromise]; name != "" {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}

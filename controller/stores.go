@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -31,14 +32,30 @@ type Stores struct {
 	// Logger is given to each writer.
 	Logger logr.Logger
 
+	// SecretRecheck is how long a store's Secret is trusted unchanged
+	// before Get reads it again; DefaultSecretRecheck when zero. Every
+	// reconcile asks for its store's writer, and reading the Secret each
+	// time (it is deliberately not cached) made that one or two apiserver
+	// reads per reconcile, the only reads an unchanged re-run made. A
+	// changed GitStateStore is seen at once; a changed Secret within this
+	// time, or at once after a write to the store failed.
+	SecretRecheck time.Duration
+
 	mu      sync.Mutex
 	writers map[string]*storeEntry
 }
+
+// DefaultSecretRecheck is Stores.SecretRecheck's default.
+const DefaultSecretRecheck = 10 * time.Second
 
 type storeEntry struct {
 	version string
 	writer  statestore.Writer
 	path    string
+	// storeVersion is the GitStateStore's resourceVersion when version
+	// was computed, and checked when its Secret was last read.
+	storeVersion string
+	checked      time.Time
 }
 
 // Store is a writer and the folder inside it where destinations live.
@@ -54,6 +71,9 @@ func (s *Stores) Get(ctx context.Context, name string) (Store, error) {
 	if err := s.Client.Get(ctx, types.NamespacedName{Name: name}, gss); err != nil {
 		return Store{}, fmt.Errorf("reading GitStateStore %q: %w", name, err)
 	}
+	if st, ok := s.fresh(name, gss.ResourceVersion); ok {
+		return st, nil
+	}
 	cfg, version, err := s.config(ctx, gss)
 	if err != nil {
 		return Store{}, err
@@ -64,6 +84,7 @@ func (s *Stores) Get(ctx context.Context, name string) (Store, error) {
 		s.writers = map[string]*storeEntry{}
 	}
 	if e, ok := s.writers[name]; ok && e.version == version {
+		e.storeVersion, e.checked = gss.ResourceVersion, time.Now()
 		return Store{Writer: e.writer, Path: e.path}, nil
 	} else if ok {
 		// Close drains the old writer's queue; its callers still get their
@@ -74,8 +95,34 @@ func (s *Stores) Get(ctx context.Context, name string) (Store, error) {
 	if err != nil {
 		return Store{}, fmt.Errorf("opening GitStateStore %q: %w", name, err)
 	}
-	s.writers[name] = &storeEntry{version: version, writer: w, path: gss.Spec.Path}
+	s.writers[name] = &storeEntry{version: version, writer: w, path: gss.Spec.Path, storeVersion: gss.ResourceVersion, checked: time.Now()}
 	return Store{Writer: w, Path: gss.Spec.Path}, nil
+}
+
+// fresh returns the writer of store name when the GitStateStore is the
+// one it was built for and its Secret was read recently.
+func (s *Stores) fresh(name, storeVersion string) (Store, bool) {
+	recheck := s.SecretRecheck
+	if recheck == 0 {
+		recheck = DefaultSecretRecheck
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.writers[name]
+	if !ok || e.storeVersion != storeVersion || time.Since(e.checked) >= recheck {
+		return Store{}, false
+	}
+	return Store{Writer: e.writer, Path: e.path}, true
+}
+
+// Recheck makes the next Get of store name read its Secret again: after a
+// failed write, the credentials may be what changed.
+func (s *Stores) Recheck(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.writers[name]; ok {
+		e.checked = time.Time{}
+	}
 }
 
 // config builds the writer's configuration and a version string that

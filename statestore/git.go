@@ -57,8 +57,9 @@ type GitConfig struct {
 	// MaxBatchChanges caps the changes folded into one commit; 5000 when
 	// zero. A single Write is never split, whatever its size.
 	MaxBatchChanges int
-	// BatchLinger is the longest a batch waits for the writers of the
-	// previous batch to come back (see GitWriter.next); 5ms when zero.
+	// BatchLinger is the longest a batch waits for the next of the writers
+	// of the previous batch to come back (see GitWriter.next); 5ms when
+	// zero.
 	BatchLinger time.Duration
 
 	// Logger receives structured logs; discarded when zero.
@@ -123,6 +124,11 @@ func (c *GitConfig) setDefaults() {
 // replacements on top of it (a rebase; their commit is kept as the parent)
 // and pushes again. Nothing is acknowledged before the push that carries it
 // succeeded.
+//
+// Right after a push, the writer opens the next push session (connection,
+// ref advertisement) in the background, while the callers it just answered
+// prepare their next writes; the next batch then pushes on it without
+// waiting for a connection. See spareSession for why that is safe.
 type GitWriter struct {
 	cfg    GitConfig
 	log    logr.Logger
@@ -138,13 +144,32 @@ type GitWriter struct {
 	qmu    sync.Mutex
 	queue  []*writeReq
 	closed bool
-	// lastBatch is how many writers the last pushed batch carried, and
-	// housekeepingDue whether anything was written since the last
-	// housekeeping; both only used by the writer goroutine.
+	// lastBatch is how many writers the last pushed batch carried,
+	// lastPush how long its attempt took, and housekeepingDue whether
+	// anything was written since the last housekeeping; all only used by
+	// the writer goroutine.
 	lastBatch       int
+	lastPush        time.Duration
 	housekeepingDue bool
-	wake            chan struct{}
-	done            chan struct{}
+	// seq numbers the writes in queue order (under qmu), so that a ref
+	// advertisement can tell which writes it came after.
+	seq uint64
+	// spare is the next push session, being opened; only touched by the
+	// writer goroutine.
+	spare *spareSession
+	// batchDone is when the writer goroutine last finished a batch (for
+	// logs); only touched by the writer goroutine.
+	batchDone time.Time
+	wake      chan struct{}
+	done      chan struct{}
+	// bg tracks the goroutines that open and close spare sessions.
+	bg sync.WaitGroup
+	// idle is how long the queue must stay empty before housekeeping
+	// (idleHousekeeping; tests lengthen it).
+	idle time.Duration
+	// onSpareOpen, when set (by tests, before the first write), runs once a
+	// spare session has been opened, before the writer may use it.
+	onSpareOpen func()
 
 	ctx    context.Context // the writer's lifetime, for network operations
 	cancel context.CancelFunc
@@ -154,6 +179,7 @@ var _ Writer = (*GitWriter)(nil)
 
 type writeReq struct {
 	ctx      context.Context
+	seq      uint64 // position in the queue, see GitWriter.seq
 	changes  []preparedChange
 	res      chan writeResult
 	answered bool // only touched by the writer goroutine
@@ -226,6 +252,7 @@ func NewGit(ctx context.Context, cfg GitConfig) (*GitWriter, error) {
 		local:  local,
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
+		idle:   idleHousekeeping,
 		ctx:    lifetime,
 		cancel: cancel,
 	}
@@ -263,6 +290,8 @@ func (w *GitWriter) write(ctx context.Context, allowReserved bool, changes []Cha
 		w.qmu.Unlock()
 		return Result{}, ErrClosed
 	}
+	req.seq = w.seq
+	w.seq++
 	w.queue = append(w.queue, req)
 	w.qmu.Unlock()
 	select {
@@ -279,8 +308,8 @@ func (w *GitWriter) write(ctx context.Context, allowReserved bool, changes []Cha
 	}
 }
 
-// prepareChanges builds the Git objects of each change in the caller's
-// goroutine, so the single writer goroutine only splices trees.
+// prepareChanges builds (hashes) the Git objects of each change in the
+// caller's goroutine, so the single writer goroutine only splices trees.
 func prepareChanges(changes []Change) ([]preparedChange, error) {
 	out := make([]preparedChange, 0, len(changes))
 	for _, c := range changes {
@@ -389,7 +418,8 @@ func (w *GitWriter) Close() error {
 	if already {
 		return nil
 	}
-	w.cancel()
+	w.cancel() // aborts a spare session still connecting
+	w.bg.Wait()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.local.close(); err != nil {
@@ -401,6 +431,7 @@ func (w *GitWriter) Close() error {
 // run is the writer goroutine.
 func (w *GitWriter) run() {
 	defer close(w.done)
+	defer w.dropSpare()
 	for {
 		batch, ok := w.next()
 		if !ok {
@@ -408,6 +439,7 @@ func (w *GitWriter) run() {
 		}
 		w.process(batch)
 		w.housekeepingDue = true
+		w.batchDone = time.Now()
 	}
 }
 
@@ -417,6 +449,9 @@ const idleHousekeeping = 100 * time.Millisecond
 
 func (w *GitWriter) housekeep() {
 	w.housekeepingDue = false
+	// No write is coming: do not hold a connection open (the next write
+	// opens a fresh one).
+	w.dropSpare()
 	w.mu.Lock()
 	merged, err := w.local.compact()
 	w.mu.Unlock()
@@ -433,9 +468,13 @@ func (w *GitWriter) housekeep() {
 // writes one by one. Taking the queue at once would make a batch of the
 // first one or two and push it alone while the rest wait behind it, which
 // doubles the number of pushes under load. So when the queue holds fewer
-// writers than the last batch, next lingers (at most BatchLinger) for the
-// others. A lone sequential writer never waits: the
-// last batch had one writer.
+// writers than the last batch, next lingers for the others, as long as
+// they keep coming (at most BatchLinger between two), but no longer than
+// the last push took: lingering that long at most doubles this batch's
+// wait, while a batch cut short costs a whole extra push. (On a loaded
+// machine the callers come back slowly; a fixed short linger then splits
+// every batch in two.) A lone sequential writer never waits: the last
+// batch had one writer.
 func (w *GitWriter) next() ([]*writeReq, bool) {
 	w.qmu.Lock()
 	defer w.qmu.Unlock()
@@ -445,7 +484,7 @@ func (w *GitWriter) next() ([]*writeReq, bool) {
 		}
 		w.qmu.Unlock()
 		if w.housekeepingDue {
-			t := time.NewTimer(idleHousekeeping)
+			t := time.NewTimer(w.idle)
 			select {
 			case <-w.wake:
 			case <-t.C:
@@ -458,9 +497,15 @@ func (w *GitWriter) next() ([]*writeReq, bool) {
 		w.qmu.Lock()
 	}
 	if want := w.lastBatch; want > 1 && !w.closed {
-		deadline := time.Now().Add(w.cfg.BatchLinger)
+		now := time.Now()
+		limit := now.Add(max(w.cfg.BatchLinger, w.lastPush))
+		seen, deadline := len(w.queue), now.Add(w.cfg.BatchLinger)
 		for len(w.queue) < want {
-			left := time.Until(deadline)
+			now = time.Now()
+			if len(w.queue) > seen {
+				seen, deadline = len(w.queue), now.Add(w.cfg.BatchLinger)
+			}
+			left := min(deadline.Sub(now), limit.Sub(now))
 			if left <= 0 {
 				break
 			}
@@ -489,16 +534,24 @@ type plan struct {
 	base    plumbing.Hash // parent; ZeroHash for the branch's first commit
 	commit  plumbing.Hash
 	tree    plumbing.Hash
-	pack    []byte
-	objects []*plumbing.MemoryObject      // what the pack holds
+	objects []*gitObject                  // what the pack holds, compressed while pushed
 	trees   map[plumbing.Hash][]treeEntry // new trees, to warm the cache
 	reqs    []*writeReq
 	changed map[*writeReq]bool
+	// confirm are callers whose content the base already holds, queued
+	// after the advertisement: answered with base once the push lands.
+	confirm []*writeReq
 }
 
 // errRemoteMoved: the remote branch is not where our batch was built; the
 // clone has been brought up to date and the batch must be rebuilt.
 var errRemoteMoved = errors.New("remote branch moved")
+
+// errStaleAdvertisement: nothing to push, but some callers' writes were
+// queued after the ref advertisement the batch was built on, so that
+// advertisement cannot tell them their content is on the remote. The batch
+// is tried again at once on a fresh session.
+var errStaleAdvertisement = errors.New("ref advertisement older than some writes")
 
 func (w *GitWriter) process(batch []*writeReq) {
 	pending := batch
@@ -515,6 +568,11 @@ func (w *GitWriter) process(batch []*writeReq) {
 			return // every caller answered
 		}
 		pending = rest
+		if errors.Is(err, errStaleAdvertisement) {
+			// Not a failure; the next attempt opens a fresh session, whose
+			// advertisement comes after every pending write.
+			continue
+		}
 		if errors.Is(err, errRemoteMoved) {
 			// Someone else pushed; the clone now has their commit. Rebuild on
 			// it right away; if it keeps happening (writers fighting over the
@@ -560,28 +618,33 @@ func (w *GitWriter) giveUp(pending []*writeReq, attempts int, lastErr error) {
 	answerAll(pending, Result{}, err)
 }
 
-// attempt makes one try at committing the batch. It starts with the
-// remote's ref advertisement (one round trip), so that "unchanged" is
-// judged against what the remote holds now, not against a clone that may be
-// stale, and so that the push is a compare-and-swap from that state. It
+// attempt makes one try at committing the batch. It starts from the
+// remote's ref advertisement, so that "unchanged" is judged against what the
+// remote holds, not against a clone that may be stale, and so that the push
+// is a compare-and-swap from that state. The advertisement is the spare
+// session's when one was opened after the last push, or a fresh one. It
 // returns nil once every caller has been answered, or the callers still
 // waiting with the reason to try again.
 func (w *GitWriter) attempt(pending []*writeReq, tried map[plumbing.Hash]*plan) ([]*writeReq, error) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.AttemptTimeout)
 	defer cancel()
 	start := time.Now()
-	rm := w.remote
-	sess, err := w.tp.NewReceivePackSession(rm.ep, rm.auth)
-	if err != nil {
-		return pending, fmt.Errorf("connecting to %s: %w", rm.display, rm.red.err(err))
+	gap := time.Duration(0)
+	if !w.batchDone.IsZero() {
+		gap = start.Sub(w.batchDone)
 	}
-	defer sess.Close()
-	ar, err := sess.AdvertisedReferencesContext(ctx)
-	if err != nil {
-		return pending, fmt.Errorf("listing refs of %s: %w", rm.display, rm.red.err(err))
+	rs, spare := w.takeSpare(ctx), true
+	if rs == nil {
+		spare = false
+		var err error
+		if rs, err = w.openSession(ctx); err != nil {
+			return pending, err
+		}
 	}
+	defer rs.close()
 	advAt := time.Now()
-	remoteHead := ar.References[w.ref.String()]
+	rm := w.remote
+	remoteHead := rs.head
 	if p, ok := tried[remoteHead]; ok {
 		// A push whose outcome we did not learn (the connection broke) had
 		// landed after all.
@@ -597,7 +660,7 @@ func (w *GitWriter) attempt(pending []*writeReq, tried map[plumbing.Hash]*plan) 
 		return nil, nil
 	}
 	if remoteHead != localHead {
-		_ = sess.Close()
+		rs.close()
 		head, err := w.fetch(ctx)
 		if err != nil {
 			return pending, err
@@ -610,7 +673,10 @@ func (w *GitWriter) attempt(pending []*writeReq, tried map[plumbing.Hash]*plan) 
 		return pending, errRemoteMoved
 	}
 
-	p, rest, err := w.plan(pending)
+	p, rest, err := w.plan(pending, rs.seq)
+	if errors.Is(err, errStaleAdvertisement) {
+		return rest, err
+	}
 	if err != nil {
 		// The local clone could not be read: retrying will not help.
 		err = fmt.Errorf("building commit: %w", err)
@@ -619,30 +685,177 @@ func (w *GitWriter) attempt(pending []*writeReq, tried map[plumbing.Hash]*plan) 
 		return nil, nil
 	}
 	if p == nil {
-		return nil, nil // nothing changed; callers answered with the head
+		// Nothing changed; callers answered with the head.
+		w.log.V(1).Info("nothing to push", "writes", len(pending), "gap", gap, "spare", spare,
+			"advertise", advAt.Sub(start), "build", time.Since(advAt))
+		return nil, nil
 	}
 	builtAt := time.Now()
-	req := packp.NewReferenceUpdateRequestFromCapabilities(ar.Capabilities)
+	req := packp.NewReferenceUpdateRequestFromCapabilities(rs.ar.Capabilities)
 	// Old makes this a compare-and-swap: receive-pack updates the branch
 	// only if it still points at the commit we built on.
 	req.Commands = []*packp.Command{{Name: w.ref, Old: remoteHead, New: p.commit}}
-	req.Packfile = io.NopCloser(bytes.NewReader(p.pack))
+	// The pack is compressed while it is sent (streamPack); the commit,
+	// and so the command, are known already.
+	pr, pw := io.Pipe()
+	req.Packfile = pr
+	packed := make(chan int64, 1)
+	go func() {
+		n, err := streamPack(pw, p.objects)
+		pw.CloseWithError(err) // io.EOF for the reader when err is nil
+		packed <- n
+	}()
 	tried[p.commit] = p
-	rs, err := sess.ReceivePack(ctx, req)
+	status, err := rs.sess.ReceivePack(ctx, req)
+	_ = pr.Close() // the transport may stop reading early; unblock the stream
+	packBytes := <-packed
+	if err == nil && status == nil {
+		// go-git reports success without a status when the server sent no
+		// report (over HTTP, an empty response). Whether the push landed is
+		// unknown: the next attempt's advertisement tells (see tried).
+		err = errors.New("the server sent no report on the push")
+	}
 	if err != nil {
 		err = rm.red.err(err)
-		if rs != nil && rs.Error() != nil {
+		if status != nil && status.Error() != nil {
 			// The server answered and refused the update: typically the
-			// branch moved after it was advertised. Re-read and rebase.
+			// branch moved after it was advertised. Bring the clone up to
+			// date and rebase.
+			rs.close()
+			if _, ferr := w.fetch(ctx); ferr != nil {
+				return rest, ferr
+			}
 			return rest, fmt.Errorf("%w: %s refused the update: %w", errRemoteMoved, rm.display, err)
 		}
 		return rest, fmt.Errorf("pushing to %s: %w", rm.display, err)
 	}
 	pushed := time.Now()
+	w.lastPush = pushed.Sub(start)
+	w.qmu.Lock()
+	queued := len(w.queue) // writes that could have formed the next batch during this push
+	w.qmu.Unlock()
 	w.finish(p)
-	w.log.V(1).Info("pushed", "commit", p.commit.String(), "writes", len(p.reqs), "bytes", len(p.pack),
-		"advertise", advAt.Sub(start), "build", builtAt.Sub(advAt), "push", pushed.Sub(builtAt), "record", time.Since(pushed))
+	// The callers just answered will be back with their next writes: have a
+	// session ready for them.
+	w.startSpare()
+	w.log.V(1).Info("pushed", "commit", p.commit.String(), "writes", len(p.reqs)+len(p.confirm), "bytes", packBytes,
+		"gap", gap, "spare", spare, "advertise", advAt.Sub(start), "build", builtAt.Sub(advAt), "push", pushed.Sub(builtAt),
+		"record", time.Since(pushed), "queued", queued)
 	return nil, nil
+}
+
+// remoteSession is a receive-pack session whose ref advertisement has been
+// read.
+type remoteSession struct {
+	sess   transport.ReceivePackSession
+	ar     *packp.AdvRefs
+	head   plumbing.Hash // the branch, as advertised
+	seq    uint64        // writes with a lower seq were queued before the advertisement
+	closed bool
+}
+
+func (s *remoteSession) close() {
+	if !s.closed {
+		s.closed = true
+		_ = s.sess.Close()
+	}
+}
+
+// openSession connects for a push and reads the ref advertisement.
+func (w *GitWriter) openSession(ctx context.Context) (*remoteSession, error) {
+	// Taken before asking: every write queued so far is older than the
+	// advertisement.
+	w.qmu.Lock()
+	seq := w.seq
+	w.qmu.Unlock()
+	rm := w.remote
+	sess, err := w.tp.NewReceivePackSession(rm.endpoint(), rm.auth)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", rm.display, rm.red.err(err))
+	}
+	ar, err := sess.AdvertisedReferencesContext(ctx)
+	if err != nil {
+		_ = sess.Close()
+		return nil, fmt.Errorf("listing refs of %s: %w", rm.display, rm.red.err(err))
+	}
+	return &remoteSession{sess: sess, ar: ar, head: ar.References[w.ref.String()], seq: seq}, nil
+}
+
+// spareSession is a push session opened in the background right after a
+// push, so that the next batch does not wait for a connection and a ref
+// advertisement.
+//
+// Its advertisement may be older than some writes of the batch that uses
+// it. That is harmless for the writes that change something: their push is
+// a compare-and-swap, refused if the branch moved since the advertisement.
+// A write whose content the advertised head already holds is different:
+// the head is proof only for writes queued before the advertisement (a
+// foreign commit may have changed the folder since). Such a write is
+// therefore answered only once a push of its batch lands (which proves the
+// head was still there after it was queued), or, when there is nothing to
+// push, after a fresh advertisement (errStaleAdvertisement).
+type spareSession struct {
+	done chan struct{}
+	s    *remoteSession
+	err  error
+}
+
+func (w *GitWriter) startSpare() {
+	w.dropSpare()
+	sp := &spareSession{done: make(chan struct{})}
+	w.spare = sp
+	w.bg.Add(1)
+	go func() {
+		defer w.bg.Done()
+		defer close(sp.done)
+		ctx, cancel := context.WithTimeout(w.ctx, w.cfg.AttemptTimeout)
+		defer cancel()
+		sp.s, sp.err = w.openSession(ctx)
+		if w.onSpareOpen != nil {
+			w.onSpareOpen()
+		}
+	}()
+}
+
+// takeSpare returns the spare session once it is open; nil when there is
+// none or it could not be opened (the caller then opens one itself, and
+// reports that error if it fails again).
+func (w *GitWriter) takeSpare(ctx context.Context) *remoteSession {
+	sp := w.spare
+	if sp == nil {
+		return nil
+	}
+	w.spare = nil
+	select {
+	case <-sp.done:
+	case <-ctx.Done():
+		w.closeWhenOpen(sp)
+		return nil
+	}
+	if sp.err != nil {
+		w.log.V(1).Info("could not open the next push session in advance", "error", sp.err.Error())
+		return nil
+	}
+	return sp.s
+}
+
+// dropSpare closes the spare session, if any, without waiting for it.
+func (w *GitWriter) dropSpare() {
+	if sp := w.spare; sp != nil {
+		w.spare = nil
+		w.closeWhenOpen(sp)
+	}
+}
+
+func (w *GitWriter) closeWhenOpen(sp *spareSession) {
+	w.bg.Add(1)
+	go func() {
+		defer w.bg.Done()
+		<-sp.done
+		if sp.s != nil {
+			sp.s.close()
+		}
+	}()
 }
 
 // landedIn returns the tried plan whose commit head contains, if any.
@@ -707,11 +920,18 @@ func answerAll(reqs []*writeReq, res Result, err error) {
 	}
 }
 
-// plan builds the batch's commit on the clone's head. Callers whose changes
-// are already in the head are answered at once (nothing to push for them);
-// so are callers whose change cannot be applied. It returns the callers
-// still waiting, and a nil plan when none remain.
-func (w *GitWriter) plan(reqs []*writeReq) (*plan, []*writeReq, error) {
+// plan builds the batch's commit on the clone's head, which the ref
+// advertisement read before showed to be the remote's; writes numbered
+// below advSeq were queued before that advertisement.
+//
+// Callers whose changes are already in the head are answered at once
+// (nothing to push for them) when they were queued before the
+// advertisement; later ones wait for the push (plan.confirm), or, when
+// there is nothing to push, for a fresh advertisement
+// (errStaleAdvertisement). Callers whose change cannot be applied are
+// answered at once. It returns the callers still waiting, in queue order,
+// and a nil plan when there is nothing to push.
+func (w *GitWriter) plan(reqs []*writeReq, advSeq uint64) (*plan, []*writeReq, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	base, err := w.local.head()
@@ -732,7 +952,10 @@ func (w *GitWriter) plan(reqs []*writeReq) (*plan, []*writeReq, error) {
 	baseView := newTreeEditor(baseEntries, w.local.tree)
 
 	p := &plan{base: base, changed: map[*writeReq]bool{}}
-	var waiting []*writeReq
+	// kept are the callers still waiting, in queue order: a retry must
+	// apply them in the same order (the last change to a folder wins).
+	var kept []*writeReq
+	stuck := func(i int) []*writeReq { return append(kept[:len(kept):len(kept)], reqs[i:]...) }
 	var dirs []string
 	for i, r := range reqs {
 		if err := checkReq(ed, r); err != nil {
@@ -744,11 +967,11 @@ func (w *GitWriter) plan(reqs []*writeReq) (*plan, []*writeReq, error) {
 		for _, c := range r.changes {
 			cur, err := ed.lookup(c.path)
 			if err != nil {
-				return nil, append(waiting, reqs[i:]...), err
+				return nil, stuck(i), err
 			}
 			if cur == c.hash() {
 				if b, err := baseView.lookup(c.path); err != nil {
-					return nil, append(waiting, reqs[i:]...), err
+					return nil, stuck(i), err
 				} else if b != cur {
 					inBase = false
 				}
@@ -758,29 +981,44 @@ func (w *GitWriter) plan(reqs []*writeReq) (*plan, []*writeReq, error) {
 			todo = append(todo, c)
 		}
 		if !changed && inBase {
-			r.answer(Result{Commit: hashString(base)}, nil)
+			if r.seq < advSeq {
+				r.answer(Result{Commit: hashString(base)}, nil)
+			} else {
+				p.confirm = append(p.confirm, r)
+				kept = append(kept, r)
+			}
 			continue
 		}
 		for _, c := range todo {
 			if err := ed.set(c.path, c.tree); err != nil {
-				return nil, append(waiting, reqs[i:]...), err
+				return nil, stuck(i), err
 			}
 			dirs = append(dirs, c.dir)
 		}
-		waiting = append(waiting, r)
+		kept = append(kept, r)
+		p.reqs = append(p.reqs, r)
 		p.changed[r] = changed
 	}
-	if len(waiting) == 0 {
+	if len(p.reqs) == 0 {
+		if len(kept) > 0 {
+			return nil, kept, errStaleAdvertisement
+		}
 		return nil, nil, nil
 	}
 	tree, err := ed.rootHash()
 	if err != nil {
-		return nil, waiting, err
+		return nil, kept, err
 	}
 	if tree == baseTree {
 		// The batch's changes cancelled out (a folder written, then written
-		// back): nothing to commit.
-		answerAll(waiting, Result{Commit: hashString(base)}, nil)
+		// back): nothing to commit. The head holds what every caller asked
+		// for, if the advertisement came after them all.
+		for _, r := range kept {
+			if r.seq >= advSeq {
+				return nil, kept, errStaleAdvertisement
+			}
+		}
+		answerAll(kept, Result{Commit: hashString(base)}, nil)
 		return nil, nil, nil
 	}
 	now := time.Now()
@@ -789,18 +1027,26 @@ func (w *GitWriter) plan(reqs []*writeReq) (*plan, []*writeReq, error) {
 	if !base.IsZero() {
 		c.ParentHashes = []plumbing.Hash{base}
 	}
-	co := &plumbing.MemoryObject{}
-	if err := c.Encode(co); err != nil {
-		return nil, waiting, fmt.Errorf("encoding commit: %w", err)
+	enc := &plumbing.MemoryObject{}
+	if err := c.Encode(enc); err != nil {
+		return nil, kept, fmt.Errorf("encoding commit: %w", err)
 	}
-	objects := append(ed.objects(), co)
-	pack, err := encodePack(objects)
+	co, err := commitObject(enc)
 	if err != nil {
-		return nil, waiting, fmt.Errorf("encoding pack: %w", err)
+		return nil, kept, err
 	}
-	p.commit, p.tree, p.pack, p.reqs, p.objects = co.Hash(), tree, pack, waiting, objects
+	p.commit, p.tree, p.objects = co.hash, tree, append(ed.objects(), co)
 	p.trees = ed.createdEntries
-	return p, waiting, nil
+	return p, kept, nil
+}
+
+func commitObject(enc *plumbing.MemoryObject) (*gitObject, error) {
+	r, _ := enc.Reader() // a MemoryObject's reader cannot fail
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("encoding commit: %w", err)
+	}
+	return newObject(plumbing.CommitObject, data), nil
 }
 
 // checkReq rejects a caller whose change needs a directory where the tree
@@ -852,7 +1098,10 @@ func (w *GitWriter) finish(p *plan) {
 	for _, r := range p.reqs {
 		r.answer(Result{Commit: commit, Changed: p.changed[r]}, nil)
 	}
-	w.lastBatch = len(p.reqs)
+	// The push landed, so the remote still held base after these callers
+	// were queued: base holds their content.
+	answerAll(p.confirm, Result{Commit: hashString(p.base)}, nil)
+	w.lastBatch = len(p.reqs) + len(p.confirm)
 	if err := w.local.stage(p.objects, p.commit); err != nil {
 		// The next batch will find the remote ahead of the clone and fetch.
 		w.log.Error(err, "recording a pushed commit in the local clone", "commit", commit)

@@ -137,6 +137,14 @@ type remote struct {
 	display string
 }
 
+// endpoint returns a copy of the endpoint for one session: go-git's HTTP
+// session rewrites its endpoint when the server redirects, and sessions
+// run concurrently (a spare push session opens while a fetch runs).
+func (rm *remote) endpoint() *transport.Endpoint {
+	ep := *rm.ep
+	return &ep
+}
+
 func newRemote(cfg *GitConfig) (*remote, error) {
 	var secrets []string
 	if cfg.Basic != nil {

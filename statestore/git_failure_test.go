@@ -3,11 +3,14 @@ package statestore
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -201,4 +204,67 @@ func TestGitConflictingPathFailsOnlyItsCaller(t *testing.T) {
 	assert.Contains(t, badErr.Error(), `"dest-1/resources/blocked" is a file, not a directory`)
 	require.NoError(t, goodErr)
 	assert.Len(t, filter(srv.Files(testRepo, "main"), resDir(t, "fine", "nats", "y")+"/"), 5)
+}
+
+// noReportTransport makes the first push report nothing, as go-git does
+// over HTTP when the response is empty; land says whether that push
+// reaches the server first.
+type noReportTransport struct {
+	transport.Transport
+	land  bool
+	calls *atomic.Int32
+}
+
+func (t noReportTransport) NewReceivePackSession(ep *transport.Endpoint, auth transport.AuthMethod) (transport.ReceivePackSession, error) {
+	s, err := t.Transport.NewReceivePackSession(ep, auth)
+	if err != nil {
+		return nil, err
+	}
+	return noReportSession{ReceivePackSession: s, t: t}, nil
+}
+
+type noReportSession struct {
+	transport.ReceivePackSession
+	t noReportTransport
+}
+
+func (s noReportSession) ReceivePack(ctx context.Context, req *packp.ReferenceUpdateRequest) (*packp.ReportStatus, error) {
+	if s.t.calls.Add(1) > 1 {
+		return s.ReceivePackSession.ReceivePack(ctx, req)
+	}
+	if s.t.land {
+		if _, err := s.ReceivePackSession.ReceivePack(ctx, req); err != nil {
+			return nil, err
+		}
+	} else {
+		_, _ = io.Copy(io.Discard, req.Packfile)
+	}
+	return nil, nil
+}
+
+// A push that the transport reports as done without a status from the
+// server is not taken as landed: the writer checks the remote, and pushes
+// again only if it had not landed.
+func TestGitPushWithoutReport(t *testing.T) {
+	for _, land := range []bool{false, true} {
+		t.Run(fmt.Sprintf("landed=%v", land), func(t *testing.T) {
+			srv := gittest.New(t)
+			srv.InitBare(testRepo)
+			w := newTestWriter(t, gitConfig(t, srv))
+			var calls atomic.Int32
+			w.tp = noReportTransport{Transport: w.tp, land: land, calls: &calls} // before any write
+			a := resDir(t, "default", "nats", "a")
+			res, err := w.Write(context.Background(), Change{Dir: a, Files: requestFiles("a")})
+			require.NoError(t, err)
+			assert.True(t, res.Changed)
+			assert.Equal(t, srv.Head(testRepo, "main"), res.Commit)
+			assert.Equal(t, 1, srv.CommitCount(testRepo, "main"))
+			want := int32(2) // the unreported push, then the real one
+			if land {
+				want = 1 // the next advertisement showed it had landed
+			}
+			assert.Equal(t, want, calls.Load())
+			assert.Len(t, filter(srv.Files(testRepo, "main"), a+"/"), 5)
+		})
+	}
 }

@@ -40,8 +40,8 @@ type localRepo struct {
 	// costs several file creations and renames, which on a slow disk take
 	// longer than the push itself. Losing the staged objects in a crash is
 	// harmless: they are on the remote, and the next start fetches them.
-	staged      map[plumbing.Hash]*plumbing.MemoryObject
-	stagedOrder []*plumbing.MemoryObject
+	staged      map[plumbing.Hash]*gitObject
+	stagedOrder []*gitObject
 	stagedBytes int
 	stagedHead  plumbing.Hash
 }
@@ -104,7 +104,7 @@ func openLocal(path string, ref plumbing.ReferenceName, remoteURL string) (*loca
 		objects:     cache.NewObjectLRU(objectCacheBytes),
 		trees:       newTreeCache(treeCacheEntries),
 		commitTrees: map[plumbing.Hash]plumbing.Hash{},
-		staged:      map[plumbing.Hash]*plumbing.MemoryObject{},
+		staged:      map[plumbing.Hash]*gitObject{},
 	}
 	r.reopen()
 	return r, nil
@@ -131,12 +131,12 @@ func (r *localRepo) close() error {
 }
 
 // stage records a pushed commit and its objects in memory; head moves to it.
-func (r *localRepo) stage(objects []*plumbing.MemoryObject, head plumbing.Hash) error {
+func (r *localRepo) stage(objects []*gitObject, head plumbing.Hash) error {
 	for _, o := range objects {
-		if _, ok := r.staged[o.Hash()]; !ok {
-			r.staged[o.Hash()] = o
+		if _, ok := r.staged[o.hash]; !ok {
+			r.staged[o.hash] = o
 			r.stagedOrder = append(r.stagedOrder, o)
-			r.stagedBytes += int(o.Size())
+			r.stagedBytes += len(o.data) + len(o.entry)
 		}
 	}
 	r.stagedHead = head
@@ -146,33 +146,28 @@ func (r *localRepo) stage(objects []*plumbing.MemoryObject, head plumbing.Hash) 
 	return nil
 }
 
-// flush writes the staged objects as one pack, then the branch ref.
+// flush writes the staged objects as one pack, then the branch ref. The
+// objects are already compressed, and the pack's index is written from
+// what is known about them, so this costs little more than the disk write.
 func (r *localRepo) flush() error {
 	if r.stagedHead.IsZero() {
 		return nil
 	}
-	w, err := r.st.PackfileWriter()
-	if err != nil {
-		return fmt.Errorf("storing pack: %w", err)
-	}
-	pw, err := newPackWriter(w, len(r.stagedOrder))
-	if err == nil {
-		for _, o := range r.stagedOrder {
-			rd, _ := o.Reader()
-			if err = pw.add(o.Type(), o.Size(), rd); err != nil {
-				break
+	objects := r.stagedOrder
+	err := r.writePack(len(objects), func(pw *packWriter) error {
+		for _, o := range objects {
+			if err := pw.addObject(o); err != nil {
+				return err
 			}
 		}
-	}
-	if err == nil {
-		err = pw.finish()
-	}
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("storing pack: %w", err)
+		return err
 	}
+	// go-git loaded the pack indexes once; make it read them again (lazily,
+	// on the next lookup) so that it finds the new pack.
+	r.st.Reindex()
 	head := r.stagedHead
 	clear(r.staged)
 	r.stagedOrder, r.stagedBytes, r.stagedHead = nil, 0, plumbing.ZeroHash
@@ -267,15 +262,20 @@ func (r *localRepo) has(h plumbing.Hash) bool {
 
 func (r *localRepo) object(t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
 	if o, ok := r.staged[h]; ok {
-		if t != plumbing.AnyObject && o.Type() != t {
+		if t != plumbing.AnyObject && o.typ != t {
 			return nil, plumbing.ErrObjectNotFound
 		}
-		return o, nil
+		return o.encoded(), nil
 	}
 	return r.st.EncodedObject(t, h)
 }
 
+// readObject returns the content of an object; the caller may keep and
+// modify it.
 func (r *localRepo) readObject(t plumbing.ObjectType, h plumbing.Hash) ([]byte, error) {
+	if o, ok := r.staged[h]; ok && o.typ == t {
+		return bytes.Clone(o.data), nil
+	}
 	o, err := r.object(t, h)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s %s: %w", t, h, err)

@@ -28,7 +28,7 @@ func (w *GitWriter) fetch(ctx context.Context) (plumbing.Hash, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.AttemptTimeout)
 	defer cancel()
 	rm := w.remote
-	sess, err := w.tp.NewUploadPackSession(rm.ep, rm.auth)
+	sess, err := w.tp.NewUploadPackSession(rm.endpoint(), rm.auth)
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("connecting to %s: %w", rm.display, rm.red.err(err))
 	}

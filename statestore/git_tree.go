@@ -56,7 +56,7 @@ func findEntry(entries []treeEntry, name string) (int, bool) {
 // rather than with object.Tree.Encode because that formats every entry with
 // fmt, which dominates the cost of rewriting a directory of thousands of
 // requests.
-func encodeTree(entries []treeEntry) *plumbing.MemoryObject {
+func encodeTree(entries []treeEntry) *gitObject {
 	size := 0
 	for _, e := range entries {
 		size += 8 + len(e.name) + len(e.hash)
@@ -97,20 +97,13 @@ func parseTree(data []byte) ([]treeEntry, error) {
 	return entries, nil
 }
 
-func newObject(t plumbing.ObjectType, content []byte) *plumbing.MemoryObject {
-	o := &plumbing.MemoryObject{}
-	o.SetType(t)
-	_, _ = o.Write(content) // MemoryObject.Write cannot fail
-	o.Hash()                // computed once here, in the caller's goroutine
-	return o
-}
-
 // builtTree is a folder's new content as Git objects, built from a Change's
 // files before the change is queued (so hashing runs in the callers'
-// goroutines, in parallel, not in the single writer goroutine).
+// goroutines, in parallel, not in the single writer goroutine; compression
+// waits until the writer knows the folder changed).
 type builtTree struct {
 	hash    plumbing.Hash
-	objects []*plumbing.MemoryObject // the blobs and trees under hash
+	objects []*gitObject // the blobs and trees under hash
 }
 
 // buildTree turns files (paths relative to the folder) into blobs and trees.
@@ -140,8 +133,8 @@ func buildTree(files map[string][]byte) *builtTree {
 	}
 	b := &builtTree{}
 	seen := map[plumbing.Hash]bool{}
-	add := func(o *plumbing.MemoryObject) plumbing.Hash {
-		h := o.Hash()
+	add := func(o *gitObject) plumbing.Hash {
+		h := o.hash
 		if !seen[h] {
 			seen[h] = true
 			b.objects = append(b.objects, o)
@@ -152,7 +145,7 @@ func buildTree(files map[string][]byte) *builtTree {
 	encode = func(d *dir) plumbing.Hash {
 		entries := make([]treeEntry, 0, len(d.files)+len(d.dirs))
 		for name, content := range d.files {
-			h := add(newObject(plumbing.BlobObject, content))
+			h := add(newObject(plumbing.BlobObject, bytes.Clone(content))) // the caller keeps its slice
 			entries = append(entries, treeEntry{name: name, mode: filemode.Regular, hash: h})
 		}
 		for name, sub := range d.dirs {
@@ -225,9 +218,9 @@ type treeEditor struct {
 	root *treeNode
 	// overlay holds the objects this batch created, so that a later change
 	// in the same batch can look inside a folder placed by an earlier one.
-	overlay map[plumbing.Hash]*plumbing.MemoryObject
+	overlay map[plumbing.Hash]*gitObject
 	// created are the trees written by finalize, and their entries.
-	created        []*plumbing.MemoryObject
+	created        []*gitObject
 	createdEntries map[plumbing.Hash][]treeEntry
 }
 
@@ -235,20 +228,14 @@ func newTreeEditor(rootEntries []treeEntry, load func(plumbing.Hash) ([]treeEntr
 	return &treeEditor{
 		load:           load,
 		root:           &treeNode{entries: rootEntries},
-		overlay:        map[plumbing.Hash]*plumbing.MemoryObject{},
+		overlay:        map[plumbing.Hash]*gitObject{},
 		createdEntries: map[plumbing.Hash][]treeEntry{},
 	}
 }
 
 func (e *treeEditor) loadTree(h plumbing.Hash) ([]treeEntry, error) {
 	if o, ok := e.overlay[h]; ok {
-		r, _ := o.Reader()
-		defer r.Close()
-		var buf bytes.Buffer
-		if _, err := buf.ReadFrom(r); err != nil {
-			return nil, err
-		}
-		return parseTree(buf.Bytes())
+		return parseTree(o.data)
 	}
 	return e.load(h)
 }
@@ -362,7 +349,7 @@ func (e *treeEditor) set(path []string, t *builtTree) error {
 		}
 		n.placed[name] = t
 		for _, o := range t.objects {
-			e.overlay[o.Hash()] = o
+			e.overlay[o.hash] = o
 		}
 	}
 	for _, c := range chain {
@@ -406,10 +393,10 @@ func (e *treeEditor) finalize(n *treeNode) (plumbing.Hash, error) {
 	}
 	o := encodeTree(n.entries)
 	e.created = append(e.created, o)
-	e.overlay[o.Hash()] = o
-	e.createdEntries[o.Hash()] = n.entries
+	e.overlay[o.hash] = o
+	e.createdEntries[o.hash] = n.entries
 	n.owned = false // the slice now belongs to createdEntries; copy on the next edit
-	return o.Hash(), nil
+	return o.hash, nil
 }
 
 // rootHash finalizes the whole edit and returns the new root tree. An empty
@@ -421,18 +408,18 @@ func (e *treeEditor) rootHash() (plumbing.Hash, error) {
 	}
 	o := encodeTree(nil)
 	e.created = append(e.created, o)
-	e.overlay[o.Hash()] = o
-	return o.Hash(), nil
+	e.overlay[o.hash] = o
+	return o.hash, nil
 }
 
 // objects returns every object the new root may need that this batch
 // created. It may include a few that ended up unreferenced (a folder written
 // and then replaced in the same batch); a pack with extra objects is valid.
-func (e *treeEditor) objects() []*plumbing.MemoryObject {
+func (e *treeEditor) objects() []*gitObject {
 	seen := map[plumbing.Hash]bool{}
-	var out []*plumbing.MemoryObject
-	add := func(o *plumbing.MemoryObject) {
-		if h := o.Hash(); !seen[h] {
+	var out []*gitObject
+	add := func(o *gitObject) {
+		if h := o.hash; !seen[h] {
 			seen[h] = true
 			out = append(out, o)
 		}

@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"io/fs"
 	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"promised.dev/promised/pipelines/stage"
 	"promised.dev/promised/pipelines/ytt"
@@ -21,6 +24,12 @@ var templates embed.FS
 // StageName is the built-in stage's name; its image is stage.Image(StageName).
 const StageName = "team-render"
 
+// EnvLabels is the pipeline container's variable holding extra labels for
+// every team's namespace, "key=value" pairs separated by commas (for
+// example "example.promised.dev/cost-centre=platform"). The platform team
+// sets it in promise.yaml; empty adds none.
+const EnvLabels = "TEAM_LABELS"
+
 // Render is the team promise's configure stage.
 func Render(ctx context.Context, c *stage.Context) error {
 	obj, err := c.Object()
@@ -31,11 +40,15 @@ func Render(ctx context.Context, c *stage.Context) error {
 	if err != nil {
 		return err
 	}
+	labels, err := ParseLabels(c.Getenv(EnvLabels))
+	if err != nil {
+		return err
+	}
 	tpl, err := fs.Sub(templates, "templates")
 	if err != nil {
 		return fmt.Errorf("opening templates: %w", err)
 	}
-	files, err := ytt.Render(ctx, tpl, map[string]any{"name": obj.GetName(), "spec": spec})
+	files, err := ytt.Render(ctx, tpl, map[string]any{"name": obj.GetName(), "spec": spec, "labels": labels})
 	if err != nil {
 		return err
 	}
@@ -53,4 +66,28 @@ func Render(ctx context.Context, c *stage.Context) error {
 		"namespace": "team-" + obj.GetName(),
 		"message":   "namespace team-" + obj.GetName() + " is ready for " + fmt.Sprint(spec["owner"]),
 	})
+}
+
+// ParseLabels reads EnvLabels' value: comma-separated key=value pairs,
+// each a valid Kubernetes label. White space around pairs is ignored.
+func ParseLabels(v string) (map[string]any, error) {
+	out := map[string]any{}
+	for _, pair := range strings.Split(v, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(pair, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s: %q is not key=value", EnvLabels, pair)
+		}
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return nil, fmt.Errorf("%s: label key %q: %s", EnvLabels, k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(val); len(errs) > 0 {
+			return nil, fmt.Errorf("%s: label %q value %q: %s", EnvLabels, k, val, strings.Join(errs, "; "))
+		}
+		out[k] = val
+	}
+	return out, nil
 }

@@ -15,13 +15,16 @@ package ytt
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"slices"
 	"strings"
+	"sync"
 
 	yttcmd "carvel.dev/ytt/pkg/cmd/template"
 	"carvel.dev/ytt/pkg/files"
@@ -74,13 +77,19 @@ func Render(ctx context.Context, templates fs.FS, values map[string]any) (map[st
 
 	// Everything that does not touch ytt's globals happens before taking the
 	// slot, so that renders queue only for the evaluation itself.
-	input, err := readTemplates(templates)
+	input, key, err := readTemplates(templates)
 	if err != nil {
 		return nil, fmt.Errorf("rendering ytt templates: %w", err)
 	}
-	opts, err := newOptions(values)
+	opts, valuesJSON, err := newOptions(values)
 	if err != nil {
 		return nil, fmt.Errorf("rendering ytt templates: %w", err)
+	}
+	key.Write(valuesJSON)
+	var sum [sha256.Size]byte
+	key.Sum(sum[:0])
+	if out, ok := recent.get(sum); ok {
+		return out, nil
 	}
 
 	select {
@@ -105,7 +114,76 @@ func Render(ctx context.Context, templates fs.FS, values map[string]any) (map[st
 		}
 		result[f.RelativePath()] = f.Bytes()
 	}
+	recent.add(sum, result)
 	return result, nil
+}
+
+// recent remembers the output of recent renders by their input: a render
+// is a pure function of the template files and the values (ytt is given no
+// filesystem, environment or clock), and a request re-run without a change
+// (a forced or periodic reconcile, a destination change) renders what it
+// rendered before. Without it, every such re-run queued for the one render
+// slot: re-running 1,000 unchanged requests spent most of its time there.
+// Only successful renders are kept, up to renderCacheBytes of output.
+var recent = &renderCache{max: renderCacheBytes, items: map[[sha256.Size]byte]map[string][]byte{}}
+
+// renderCacheBytes bounds the output the render cache keeps: some 30,000
+// renders of a typical request's few kilobytes.
+const renderCacheBytes = 64 << 20
+
+type renderCache struct {
+	mu    sync.Mutex
+	max   int
+	size  int
+	items map[[sha256.Size]byte]map[string][]byte
+	// order is insertion order; the oldest entries go first.
+	order [][sha256.Size]byte
+}
+
+func (c *renderCache) get(key [sha256.Size]byte) (map[string][]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	files, ok := c.items[key]
+	if !ok {
+		return nil, false
+	}
+	// Callers own what Render returns.
+	out := make(map[string][]byte, len(files))
+	for name, data := range files {
+		out[name] = bytes.Clone(data)
+	}
+	return out, true
+}
+
+func (c *renderCache) add(key [sha256.Size]byte, files map[string][]byte) {
+	size := 0
+	kept := make(map[string][]byte, len(files))
+	for name, data := range files {
+		size += len(name) + len(data)
+		kept[name] = bytes.Clone(data)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[key]; ok || size > c.max {
+		return
+	}
+	for c.size+size > c.max && len(c.order) > 0 {
+		old := c.order[0]
+		c.order = c.order[1:]
+		c.size -= entrySize(c.items[old])
+		delete(c.items, old)
+	}
+	c.items[key] = kept
+	c.order = append(c.order, key)
+	c.size += size
+}
+
+func entrySize(files map[string][]byte) int {
+	size := 0
+	for name, data := range files {
+		size += len(name) + len(data)
+	}
+	return size
 }
 
 // run evaluates input with opts. The caller must hold renderSlot.
@@ -133,7 +211,7 @@ func run(opts *yttcmd.Options, input yttcmd.Input) (out yttcmd.Output, err error
 // JSON because JSON is YAML whose strings are always quoted, which is what
 // keeps "no" a string rather than false; encoding/json also sorts map keys,
 // so the same values always make the same bytes.
-func newOptions(values map[string]any) (*yttcmd.Options, error) {
+func newOptions(values map[string]any) (*yttcmd.Options, []byte, error) {
 	if values == nil {
 		values = map[string]any{}
 	}
@@ -146,11 +224,11 @@ func newOptions(values map[string]any) (*yttcmd.Options, error) {
 	// excerpt shows that key's line rather than the whole spec on one line.
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(values); err != nil {
-		return nil, fmt.Errorf("encoding data values as JSON: %w", err)
+		return nil, nil, fmt.Errorf("encoding data values as JSON: %w", err)
 	}
 	valuesFile, err := files.NewFileFromSource(files.NewBytesSource(valuesPath, buf.Bytes()))
 	if err != nil {
-		return nil, fmt.Errorf("preparing data values: %w", err)
+		return nil, nil, fmt.Errorf("preparing data values: %w", err)
 	}
 
 	opts := yttcmd.NewOptions()
@@ -167,14 +245,22 @@ func newOptions(values map[string]any) (*yttcmd.Options, error) {
 	// pinning it anyway means no future default can read the process
 	// environment into a render.
 	opts.DataValuesFlags.EnvironFunc = func() []string { return nil }
-	return opts, nil
+	return opts, buf.Bytes(), nil
 }
 
 // readTemplates reads every file in templates into ytt's input, in the
 // order `ytt -f dir` would: sorted by path, which decides the order of
 // output documents and of data values and overlay files.
-func readTemplates(templates fs.FS) (yttcmd.Input, error) {
+//
+// It also returns a hash of every file's path and content, the template
+// half of the render cache's key.
+func readTemplates(templates fs.FS) (yttcmd.Input, hash.Hash, error) {
 	var in []*files.File
+	type file struct {
+		path string
+		data []byte
+	}
+	var raw []file
 	err := fs.WalkDir(templates, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -194,14 +280,22 @@ func readTemplates(templates fs.FS) (yttcmd.Input, error) {
 			return fmt.Errorf("template %s: %w", p, err)
 		}
 		in = append(in, f)
+		raw = append(raw, file{p, data})
 		return nil
 	})
 	if err != nil {
-		return yttcmd.Input{}, fmt.Errorf("reading templates: %w", err)
+		return yttcmd.Input{}, nil, fmt.Errorf("reading templates: %w", err)
 	}
 	if len(in) == 0 {
-		return yttcmd.Input{}, errors.New("reading templates: no files found")
+		return yttcmd.Input{}, nil, errors.New("reading templates: no files found")
 	}
+	key := sha256.New()
+	slices.SortFunc(raw, func(a, b file) int { return strings.Compare(a.path, b.path) })
+	for _, f := range raw {
+		fmt.Fprintf(key, "%s\x00%d\x00", f.path, len(f.data))
+		key.Write(f.data)
+	}
+	key.Write([]byte{0})
 	// WalkDir visits a directory's entries in lexical order, but "a/b.yml"
 	// sorts after "a-c.yml" as a path while WalkDir visits "a/" first, so
 	// sort by full path exactly as ytt does. NewSortedFiles then records that
@@ -209,7 +303,7 @@ func readTemplates(templates fs.FS) (yttcmd.Input, error) {
 	slices.SortFunc(in, func(a, b *files.File) int {
 		return strings.Compare(a.RelativePath(), b.RelativePath())
 	})
-	return yttcmd.Input{Files: files.NewSortedFiles(in)}, nil
+	return yttcmd.Input{Files: files.NewSortedFiles(in)}, key, nil
 }
 
 // quietUI discards ytt's terminal output. ytt prints only debug traces and

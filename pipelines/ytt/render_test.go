@@ -339,7 +339,17 @@ func TestRenderWithoutTemplates(t *testing.T) {
 	assert.ErrorContains(t, err, "no files found")
 }
 
+// withoutRenderCache makes the test's renders run ytt, as a first render
+// of each input does.
+func withoutRenderCache(t testing.TB) {
+	t.Helper()
+	saved := recent
+	recent = &renderCache{max: 0, items: map[[32]byte]map[string][]byte{}}
+	t.Cleanup(func() { recent = saved })
+}
+
 func TestRenderConcurrentRendersAreSerialisedAndCorrect(t *testing.T) {
+	withoutRenderCache(t)
 	templates := typical(t)
 	want, err := Render(context.Background(), templates, typicalValues())
 	require.NoError(t, err)
@@ -373,6 +383,7 @@ func TestRenderHonoursContext(t *testing.T) {
 	})
 
 	t.Run("deadline passes while waiting for a turn", func(t *testing.T) {
+		withoutRenderCache(t)
 		renderSlot <- struct{}{} // another render holds the slot
 		defer func() { <-renderSlot }()
 
@@ -393,17 +404,36 @@ func TestRunTurnsYttPanicIntoError(t *testing.T) {
 		require.NoError(t, err)
 		in = append(in, f)
 	}
-	opts, err := newOptions(nil)
+	opts, _, err := newOptions(nil)
 	require.NoError(t, err)
 
 	_, err = run(opts, yttcmd.Input{Files: in})
 	assert.ErrorContains(t, err, "ytt panicked: Missing file order assignment")
 }
 
+// BenchmarkRender measures a render of new input (ytt runs).
 func BenchmarkRender(b *testing.B) {
+	withoutRenderCache(b)
 	templates := typical(b)
 	values := typicalValues()
 	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Render(ctx, templates, values); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRenderUnchanged measures a render of input rendered before,
+// as an unchanged request's re-run renders (the render cache answers).
+func BenchmarkRenderUnchanged(b *testing.B) {
+	templates := typical(b)
+	values := typicalValues()
+	ctx := context.Background()
+	if _, err := Render(ctx, templates, values); err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Render(ctx, templates, values); err != nil {
@@ -418,4 +448,58 @@ func write(t *testing.T, path, content string) {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+}
+
+// A render of inputs rendered before returns the same output without
+// taking the render slot; any change of a template or a value renders.
+func TestRenderRemembersRecentRenders(t *testing.T) {
+	saved := recent
+	recent = &renderCache{max: renderCacheBytes, items: map[[32]byte]map[string][]byte{}}
+	t.Cleanup(func() { recent = saved })
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "cm.yml"), "#@ load(\"@ytt:data\", \"data\")\n---\nname: #@ data.values.name\n")
+	templates := os.DirFS(dir)
+	ctx := context.Background()
+
+	first, err := Render(ctx, templates, map[string]any{"name": "a"})
+	require.NoError(t, err)
+	first["cm.yml"][0] = 'X' // callers own what they get
+	renderSlot <- struct{}{} // a render would now wait for the slot
+	again, err := Render(ctx, templates, map[string]any{"name": "a"})
+	<-renderSlot
+	require.NoError(t, err)
+	assert.Equal(t, "name: a\n", string(again["cm.yml"]))
+
+	for name, change := range map[string]func(){
+		"another value":    func() {},
+		"another template": func() { write(t, filepath.Join(dir, "cm.yml"), "---\nname: fixed\n") },
+	} {
+		change()
+		renderSlot <- struct{}{}
+		ctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		_, err := Render(ctx, templates, map[string]any{"name": "b"})
+		cancel()
+		<-renderSlot
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "%s must render", name)
+	}
+	got, err := Render(ctx, templates, map[string]any{"name": "b"})
+	require.NoError(t, err)
+	assert.Equal(t, "name: fixed\n", string(got["cm.yml"]))
+}
+
+func TestRenderCacheIsBounded(t *testing.T) {
+	c := &renderCache{max: 100, items: map[[32]byte]map[string][]byte{}}
+	key := func(i byte) [32]byte { return [32]byte{i} }
+	for i := range byte(10) {
+		c.add(key(i), map[string][]byte{"f": bytes.Repeat([]byte("x"), 39)}) // 40 bytes each
+	}
+	assert.LessOrEqual(t, c.size, 100)
+	assert.Len(t, c.items, 2)
+	_, ok := c.get(key(0))
+	assert.False(t, ok, "the oldest went first")
+	_, ok = c.get(key(9))
+	assert.True(t, ok)
+	c.add(key(11), map[string][]byte{"big": bytes.Repeat([]byte("x"), 200)})
+	_, ok = c.get(key(11))
+	assert.False(t, ok, "an output larger than the cache is not kept")
 }

@@ -6,6 +6,14 @@
 // file transport (which runs git-receive-pack / git-upload-pack, as a real
 // server would). The baseline is a script of git commands on a working
 // clone: write the files, git add, git commit, git push.
+//
+// Flags select part of the run: for instance
+//
+//	go run ./statestore/bench -scenarios bulk -remotes git -baseline=false -v -cpuprofile cpu.out
+//
+// measures only the bulk scenario against git-receive-pack, without the git
+// CLI baselines, logs every push (with its timings) and writes a CPU
+// profile.
 package main
 
 import (
@@ -22,8 +30,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	"github.com/go-git/go-git/v5/plumbing/transport/file"
 	"github.com/go-git/go-git/v5/plumbing/transport/server"
@@ -42,6 +53,9 @@ var (
 	keep       = flag.Bool("keep", false, "keep the work directory")
 	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	verbose    = flag.Bool("v", false, "log every push")
+	remotesF   = flag.String("remotes", "go-git,git", "remotes to measure: go-git (pure-Go in-process server) and/or git (file transport, git-receive-pack)")
+	scenariosF = flag.String("scenarios", "bulk,single", "scenarios to run: bulk (10k requests, then the unchanged rewrite) and/or single (one change at each of -sizes)")
+	baselines  = flag.Bool("baseline", true, "also measure the git CLI baselines (they take most of the run's time)")
 	logger     logr.Logger
 	namespaces = 20
 	promises   = 5
@@ -68,18 +82,54 @@ func main() {
 		check(pprof.StartCPUProfile(f))
 		defer pprof.StopCPUProfile()
 	}
+	scenarios := list(*scenariosF, "bulk", "single")
 	var rows []row
-	for _, kind := range []string{"go-git", "git"} {
+	for _, kind := range list(*remotesF, "go-git", "git") {
 		useRemote(kind)
 		rows = append(rows, row{name: "promised -> " + remoteKinds[kind]})
-		rows = append(rows, bulk(work, kind)...)
-		for _, s := range strings.Split(*sizes, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(s))
-			check(err)
-			rows = append(rows, single(work, kind, n))
+		if has(scenarios, "bulk") {
+			rows = append(rows, bulk(work, kind)...)
+		}
+		if has(scenarios, "single") {
+			for _, s := range strings.Split(*sizes, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(s))
+				check(err)
+				rows = append(rows, single(work, kind, n))
+			}
 		}
 	}
 	printTable(rows)
+}
+
+// list parses a comma-separated flag value into the allowed names it
+// holds, in allowed's order, refusing unknown names.
+func list(v string, allowed ...string) []string {
+	given := map[string]bool{}
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			given[s] = true
+		}
+	}
+	var out []string
+	for _, a := range allowed {
+		if given[a] {
+			out = append(out, a)
+			delete(given, a)
+		}
+	}
+	for s := range given {
+		fail(fmt.Sprintf("unknown value %q (want some of %s)", s, strings.Join(allowed, ",")))
+	}
+	return out
+}
+
+func has(names []string, name string) bool {
+	for _, n := range names {
+		if n == name {
+			return true
+		}
+	}
+	return false
 }
 
 var remoteKinds = map[string]string{
@@ -90,16 +140,44 @@ var remoteKinds = map[string]string{
 // useRemote selects what serves file:// URLs for the writer.
 func useRemote(kind string) {
 	if kind == "go-git" {
-		client.InstallProtocol("file", server.NewClient(server.DefaultLoader))
+		client.InstallProtocol("file", timedTransport{server.NewClient(server.DefaultLoader)})
 	} else {
 		client.InstallProtocol("file", file.DefaultClient)
 	}
 }
 
+// serverTime adds up the time go-git's in-process server spends receiving
+// pushes. It runs in this process, on the writer's goroutine: the writer
+// waits for it as it would for a remote server.
+var serverTime atomic.Int64
+
+type timedTransport struct{ transport.Transport }
+
+func (t timedTransport) NewReceivePackSession(ep *transport.Endpoint, auth transport.AuthMethod) (transport.ReceivePackSession, error) {
+	s, err := t.Transport.NewReceivePackSession(ep, auth)
+	if err != nil {
+		return nil, err
+	}
+	return timedSession{s}, nil
+}
+
+type timedSession struct{ transport.ReceivePackSession }
+
+func (s timedSession) ReceivePack(ctx context.Context, req *packp.ReferenceUpdateRequest) (*packp.ReportStatus, error) {
+	start := time.Now()
+	defer func() { serverTime.Add(int64(time.Since(start))) }()
+	return s.ReceivePackSession.ReceivePack(ctx, req)
+}
+
 // cli caches the git CLI baselines, measured once and shown for both remotes.
 var cli = map[string]time.Duration{}
 
+// baseline measures a git CLI baseline once; it returns 0 (shown as "-")
+// when -baseline=false.
 func baseline(key string, measure func() time.Duration) time.Duration {
+	if !*baselines {
+		return 0
+	}
 	if d, ok := cli[key]; ok {
 		return d
 	}
@@ -176,6 +254,24 @@ func sampleMemory() *memSampler {
 	return m
 }
 
+// cpuMeter measures the CPU time (user + system) used by this process, and
+// by the child processes that ended (git-receive-pack and what it runs).
+type cpuMeter struct{ self, children time.Duration }
+
+func rusage(who int) time.Duration {
+	var ru syscall.Rusage
+	check(syscall.Getrusage(who, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func startCPU() cpuMeter {
+	return cpuMeter{self: rusage(syscall.RUSAGE_SELF), children: rusage(syscall.RUSAGE_CHILDREN)}
+}
+
+func (c cpuMeter) since() (self, children time.Duration) {
+	return rusage(syscall.RUSAGE_SELF) - c.self, rusage(syscall.RUSAGE_CHILDREN) - c.children
+}
+
 func (m *memSampler) finish() { close(m.stop); <-m.done }
 
 func bulk(work, kind string) []row {
@@ -214,7 +310,11 @@ func bulk(work, kind string) []row {
 	}
 
 	mem := sampleMemory()
+	cpu := startCPU()
+	serverTime.Store(0)
 	took, err := run("v1")
+	self, children := cpu.since()
+	inServer := time.Duration(serverTime.Load())
 	mem.finish()
 	check(err)
 	commits := commitCount(remote)
@@ -224,9 +324,11 @@ func bulk(work, kind string) []row {
 	}
 
 	start := time.Now()
+	cpu = startCPU()
 	_, err = run("v1")
 	check(err)
 	unchanged := time.Since(start)
+	unchangedSelf, unchangedChildren := cpu.since()
 	unchangedCommits := commitCount(remote) - commits
 
 	// Baseline 1: the git CLI making the same number of commits (the same
@@ -286,12 +388,24 @@ func bulk(work, kind string) []row {
 	n := fmt.Sprintf("%dk requests x %d files", *requests/1000, filesPerRequest)
 	return []row{
 		{name: "  " + n + ", " + strconv.Itoa(*callers) + " callers: time", ours: dur(took), git: dur(cliTook), ratio: ratio(took, cliTook), target: "<= 10s", verdict: verdict(took <= 10*time.Second)},
-		{name: "    commits", ours: strconv.Itoa(commits), git: strconv.Itoa(cliCommits), target: "<= 200", verdict: verdict(commits <= 200)},
+		{name: "    commits", ours: strconv.Itoa(commits), git: count(cliCommits), target: "<= 200", verdict: verdict(commits <= 200)},
 		{name: "    vs git CLI one commit+push per write (extrap.)", git: dur(perWriteTook), ours: dur(took), ratio: ratio(took, perWriteTook)},
 		{name: "    writer peak heap in use / peak Sys", ours: mb(mem.peakHeap) + " / " + mb(mem.peak)},
+		// CPU time is what the run needs from a machine whose cores other
+		// processes compete for; the wall time above depends on that load.
+		{name: "    CPU: this process / git child processes", ours: dur(self) + " / " + dur(children)},
+		serverRow(kind, inServer),
 		{name: fmt.Sprintf("  rewrite %dk unchanged requests: time", *requests/1000), ours: dur(unchanged), git: dur(cliUnchanged), ratio: ratio(unchanged, cliUnchanged), target: "<= 3s", verdict: verdict(unchanged <= 3*time.Second)},
 		{name: "    commits", ours: strconv.Itoa(unchangedCommits), git: "0", target: "0", verdict: verdict(unchangedCommits == 0)},
+		{name: "    CPU: this process / git child processes", ours: dur(unchangedSelf) + " / " + dur(unchangedChildren)},
 	}
+}
+
+func serverRow(kind string, inServer time.Duration) row {
+	if kind != "go-git" {
+		return row{name: "    of which in go-git's server receiving pushes", ours: "-"}
+	}
+	return row{name: "    of which in go-git's server receiving pushes", ours: dur(inServer)}
 }
 
 func single(work, kind string, files int) row {
@@ -401,15 +515,33 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func dur(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
-func ms(d time.Duration) string  { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
-func mb(b uint64) string         { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+func dur(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+func ms(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+}
+func mb(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
 func ratio(ours, base time.Duration) string {
 	if ours <= 0 || base <= 0 {
 		return ""
 	}
 	return fmt.Sprintf("%.1fx", float64(base)/float64(ours))
+}
+
+func count(n int) string {
+	if !*baselines {
+		return "-"
+	}
+	return strconv.Itoa(n)
 }
 
 func verdict(ok bool) string {
