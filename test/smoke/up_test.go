@@ -20,7 +20,11 @@ func TestUpWithExamplesConverges(t *testing.T) {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "building promised: %s", out)
 
-	state := t.TempDir()
+	// Not t.TempDir(): its parent is private to this user, and the
+	// throwaway PostgreSQL runs as its own user and must reach its folder.
+	state, err := os.MkdirTemp("", "promised-smoke-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(state) })
 	run := func() string {
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 		defer cancel()
@@ -35,6 +39,8 @@ func TestUpWithExamplesConverges(t *testing.T) {
 	require.Contains(t, first, "requests Ready and applied on their clusters")
 	require.Contains(t, first, "applied on dev")
 	require.NotContains(t, first, "NotReady")
+	require.Contains(t, first, "connected to database orders", "the delivered database credentials work")
+	require.Contains(t, first, "connected to NATS with the delivered credentials", "the delivered NATS credentials work")
 
 	// A second up reuses the state folder: same Git history, same keys,
 	// nothing to redo.
