@@ -16,6 +16,7 @@ include test/controlplane/controlplane.mk
 include statestore/statestore.mk
 include test/chaos/chaos.mk
 include cmd/images.mk
+include test/bench/bench.mk
 
 .PHONY: help
 help: ## List the targets
