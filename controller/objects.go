@@ -39,7 +39,10 @@ func (o promiseObjects) List(ctx context.Context, apiVersion, kind string) ([]un
 	list := &unstructured.UnstructuredList{}
 	list.SetAPIVersion(apiVersion)
 	list.SetKind(kind + "List")
-	if err := o.client.List(ctx, list); err != nil {
+	// Stages only read them (stage.Objects says so), and a target stage
+	// lists every target: a deep copy of each, for each run, was the
+	// largest cost of a run at thousands of targets.
+	if err := o.client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing %s: %w", kind, err)
 	}
 	sortByNamespaceAndName(list.Items)

@@ -13,7 +13,8 @@ import (
 // serve; a local run serves it from files.
 type Objects interface {
 	// List returns every object of a kind, across namespaces, sorted by
-	// namespace and name.
+	// namespace and name. The objects may be shared with the caller's
+	// cache: read them, and DeepCopy one before changing it.
 	List(ctx context.Context, apiVersion, kind string) ([]unstructured.Unstructured, error)
 }
 

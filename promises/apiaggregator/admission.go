@@ -155,13 +155,17 @@ func admitOne(a Aggregator, t Target, held map[string]Ref, defaultKey string) Ve
 	if t.ParseError != nil {
 		return Verdict{Reason: t.ParseError.Error()}
 	}
-	if errs := ValidateTarget(t); len(errs) > 0 {
-		return Verdict{Reason: errs.ToAggregate().Error()}
+	j := t.judged
+	if j == nil {
+		j = judge(t)
+	}
+	if j.invalid != "" {
+		return Verdict{Reason: j.invalid}
 	}
 	if !NamespaceAllowed(a, t.Ref.Namespace) {
 		return Verdict{Reason: fmt.Sprintf("namespace %q is not allowed to attach to %s %s (its spec.targetNamespaces %s)", t.Ref.Namespace, KindAggregator, a.Ref, describeNamespaces(a))}
 	}
-	claims := claimsOf(t.Spec)
+	claims := j.claims
 	own := map[string]int{}
 	for _, c := range claims {
 		if c.key == defaultKey {

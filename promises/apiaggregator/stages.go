@@ -267,15 +267,13 @@ func listTargets(ctx context.Context, objects stage.Objects, self Target) ([]Tar
 	}
 	out := make([]Target, 0, len(list)+1)
 	for i := range list {
-		t, err := ParseTarget(&list[i])
-		if t.Ref == self.Ref {
+		u := &list[i]
+		if u.GetNamespace() == self.Ref.Namespace && u.GetName() == self.Ref.Name {
 			continue
 		}
-		// A target whose spec cannot be read claims nothing; it is its
-		// own stage's business to fail.
-		t.ParseError = err
-		out = append(out, t)
+		out = append(out, parsedTargets.get(u))
 	}
+	parsedTargets.prune(list)
 	return append(out, self), nil
 }
 

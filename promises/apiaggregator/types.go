@@ -200,6 +200,9 @@ type Target struct {
 	// ParseError is set when the spec could not be read; such a target
 	// claims nothing.
 	ParseError error
+	// judged is set on targets from the cache (see targetCache); admission
+	// works it out for the others.
+	judged *judged
 }
 
 // AggregatorRef resolves the target's reference: an empty namespace is

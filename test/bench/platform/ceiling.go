@@ -286,11 +286,9 @@ func (d dynObjects) List(ctx context.Context, apiVersion, kind string) ([]unstru
 		}
 		d.lists[k] = items
 	}
-	out := make([]unstructured.Unstructured, len(items))
-	for i := range items {
-		items[i].DeepCopyInto(&out[i])
-	}
-	return out, nil
+	// Shared, as stage.Objects allows: the controller does not copy them
+	// either.
+	return items, nil
 }
 
 func (d dynObjects) list(ctx context.Context, apiVersion, kind string) ([]unstructured.Unstructured, error) {
