@@ -32,6 +32,9 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(pipelineDuration, storeWriteDuration, storeCommits, statusWrites)
+	// Tell a slow apiserver from a controller held back by its own
+	// client-side rate limit (--kube-api-qps): both look like slow requests.
+	metrics.RegisterRESTClientMetrics(metrics.MetricRequestLatency, metrics.MetricRateLimiterLatency)
 }
 
 func result(err error) string {

@@ -359,6 +359,7 @@ type mark struct {
 	counts  counts
 	methods map[string]float64
 	proc    procStats
+	machine machineCPU
 	commits int
 }
 
@@ -371,6 +372,9 @@ func (ph *phases) mark(ctx context.Context) (mark, error) {
 	m.counts, m.methods = ms.counts(), ms.byMethod()
 	if m.proc, err = readProc(ph.p.ctrl.pid()); err != nil {
 		return m, err
+	}
+	if m.machine, err = readMachineCPU(); err != nil {
+		return m, fmt.Errorf("reading CPU times: %w", err)
 	}
 	m.commits, err = ph.p.commitCount(stateRepo)
 	return m, err
@@ -391,9 +395,13 @@ func delta(a, b mark, n int) phaseFigures {
 			QueueWait:  b.counts.QueueWait.meanSince(a.counts.QueueWait),
 			Pipeline:   b.counts.Pipeline.meanSince(a.counts.Pipeline),
 			StoreWrite: b.counts.StoreWrite.meanSince(a.counts.StoreWrite),
+			APIRequest: b.counts.APILatency.meanSince(a.counts.APILatency),
+			// A sum, not a mean: the total says whether the limit matters.
+			RateLimitedTotal: b.counts.RateLimited.Sum - a.counts.RateLimited.Sum,
 		},
 		PipelineByPromise: map[string]float64{},
 	}
+	f.CPUByProcess, f.MachineBusy = b.machine.sub(a.machine, f.ControllerCPUSeconds)
 	for promise, t := range b.counts.PipelineBy {
 		if m := t.meanSince(a.counts.PipelineBy[promise]); m > 0 {
 			f.PipelineByPromise[promise] = m

@@ -142,6 +142,8 @@ const (
 	mQueueWait     = "workqueue_queue_duration_seconds"
 	mPipeline      = "promised_pipeline_duration_seconds"
 	mStoreWrite    = "promised_statestore_write_duration_seconds"
+	mAPILatency    = "rest_client_request_duration_seconds"
+	mRateLimiter   = "rest_client_rate_limiter_duration_seconds"
 )
 
 // writeMethods are the HTTP methods of apiserver writes.
@@ -161,6 +163,10 @@ type counts struct {
 	QueueWait     timing
 	Pipeline      timing
 	StoreWrite    timing
+	// APILatency is the apiserver requests' time, RateLimited the time
+	// they waited for the client-side rate limiter first.
+	APILatency  timing
+	RateLimited timing
 	// PipelineBy is the configure pipelines' time by promise.
 	PipelineBy map[string]timing
 }
@@ -179,6 +185,8 @@ func (m metrics) counts() counts {
 		QueueWait:     m.timing(mQueueWait, labelPrefix("name", "request-")),
 		Pipeline:      m.timing(mPipeline, labelIn("action", "configure")),
 		StoreWrite:    m.timing(mStoreWrite, anyLabels),
+		APILatency:    m.timing(mAPILatency, anyLabels),
+		RateLimited:   m.timing(mRateLimiter, anyLabels),
 		PipelineBy:    m.timingBy(mPipeline, "promise", labelIn("action", "configure")),
 	}
 }

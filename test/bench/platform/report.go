@@ -57,6 +57,11 @@ type phaseFigures struct {
 	APIReadsPerRequest   float64            `json:"apiReadsPerRequest"`
 	APIByMethod          map[string]float64 `json:"apiByMethod"`
 	ControllerCPUSeconds float64            `json:"controllerCPUSeconds"`
+	// CPUByProcess is the phase's CPU seconds by process (controller,
+	// kube-apiserver, etcd, benchmark, other) and MachineBusy the share of
+	// all CPUs' time that was busy: together, where the phase's time went.
+	CPUByProcess map[string]float64 `json:"cpuSecondsByProcess"`
+	MachineBusy  float64            `json:"machineBusy"`
 	// Means are where a reconcile's time goes, from the controller's
 	// histograms, in seconds.
 	Means means `json:"meanSeconds"`
@@ -69,6 +74,10 @@ type means struct {
 	Reconcile  float64 `json:"reconcile"`
 	Pipeline   float64 `json:"pipeline"`
 	StoreWrite float64 `json:"stateStoreWrite"`
+	// APIRequest is an apiserver request's mean time, RateLimitedTotal
+	// the seconds all of them spent waiting for the client-side limiter.
+	APIRequest       float64 `json:"apiRequest"`
+	RateLimitedTotal float64 `json:"rateLimitedTotal"`
 }
 
 type createFigures struct {
@@ -276,10 +285,23 @@ func (r *report) phaseRows(row func(string, string, ...string), f phaseFigures) 
 	row("request status writes", fmt.Sprintf("%.0f", f.StatusWrites))
 	row("apiserver writes per request", fmt.Sprintf("%.2f", f.APIWritesPerRequest), methods(f.APIByMethod, true))
 	row("apiserver reads per request", fmt.Sprintf("%.2f", f.APIReadsPerRequest), methods(f.APIByMethod, false))
-	row("controller CPU", fmt.Sprintf("%.1f s", f.ControllerCPUSeconds))
+	row("controller CPU", fmt.Sprintf("%.1f s", f.ControllerCPUSeconds), cpuShares(f.CPUByProcess, f.MachineBusy))
 	m := f.Means
 	row("mean queue wait / reconcile", fmt.Sprintf("%.0f / %.0f ms", m.QueueWait*1000, m.Reconcile*1000),
 		fmt.Sprintf("of which pipeline %.0f ms (%s), state-store write (queue to push) %.0f ms", m.Pipeline*1000, byPromise(f.PipelineByPromise), m.StoreWrite*1000))
+	row("mean apiserver request", fmt.Sprintf("%.0f ms", m.APIRequest*1000), fmt.Sprintf("client-side rate limiter: %.1f s waited in all", m.RateLimitedTotal))
+}
+
+// cpuShares says where the machine's CPU went in a phase.
+func cpuShares(by map[string]float64, busy float64) string {
+	if len(by) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, k := range []string{procAPIServer, procEtcd, procBench, procOther} {
+		parts = append(parts, fmt.Sprintf("%s %.1f", k, by[k]))
+	}
+	return fmt.Sprintf("beside it: %s s; CPUs %.0f%% busy", strings.Join(parts, ", "), busy*100)
 }
 
 func byPromise(m map[string]float64) string {
