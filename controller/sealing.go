@@ -20,7 +20,8 @@ import (
 // certificate and scope of the destination the output will go to, and the
 // request's fingerprint key derived from the platform key.
 type Sealing struct {
-	// Reader reads certificate Secrets and ConfigMaps, uncached.
+	// Reader reads certificate Secrets and ConfigMaps past the informer
+	// cache (the controller does not watch Secrets).
 	Reader client.Reader
 	// PlatformKey derives each request's fingerprint key; without one,
 	// pipelines that seal fail with a clear error.

@@ -11,8 +11,8 @@ import (
 )
 
 // platformSecrets gives in-process stages the platform configuration
-// Secrets, read straight from the apiserver (never cached: the controller
-// does not keep every Secret of the cluster in memory) and only when
+// Secrets, read past the informer cache (the controller does not keep
+// every Secret of the cluster in memory; see recentReader) and only when
 // labelled as platform configuration.
 type platformSecrets struct {
 	reader client.Reader

@@ -31,6 +31,8 @@ type Stores struct {
 	Dir string
 	// Logger is given to each writer.
 	Logger logr.Logger
+	// CommitInterval is given to each writer (GitConfig.CommitInterval).
+	CommitInterval time.Duration
 
 	// SecretRecheck is how long a store's Secret is trusted unchanged
 	// before Get reads it again; DefaultSecretRecheck when zero. Every
@@ -45,7 +47,8 @@ type Stores struct {
 	writers map[string]*storeEntry
 }
 
-// DefaultSecretRecheck is Stores.SecretRecheck's default.
+// DefaultSecretRecheck is Stores.SecretRecheck's default, and how long
+// sealing certificates and platform Secrets are remembered.
 const DefaultSecretRecheck = 10 * time.Second
 
 type storeEntry struct {
@@ -129,12 +132,13 @@ func (s *Stores) Recheck(name string) {
 // changes whenever anything in it does.
 func (s *Stores) config(ctx context.Context, gss *v1alpha1.GitStateStore) (statestore.GitConfig, string, error) {
 	cfg := statestore.GitConfig{
-		URL:         gss.Spec.URL,
-		Branch:      gss.Spec.Branch,
-		AuthorName:  gss.Spec.GitAuthor.Name,
-		AuthorEmail: gss.Spec.GitAuthor.Email,
-		Logger:      s.Logger.WithValues("gitStateStore", gss.Name),
-		ProbeID:     "controller",
+		URL:            gss.Spec.URL,
+		Branch:         gss.Spec.Branch,
+		AuthorName:     gss.Spec.GitAuthor.Name,
+		AuthorEmail:    gss.Spec.GitAuthor.Email,
+		Logger:         s.Logger.WithValues("gitStateStore", gss.Name),
+		ProbeID:        "controller",
+		CommitInterval: s.CommitInterval,
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00", gss.Spec.URL, gss.Spec.Branch, gss.Spec.AuthMethod, gss.Spec.GitAuthor.Name, gss.Spec.GitAuthor.Email)

@@ -57,6 +57,14 @@ type GitConfig struct {
 	// MaxBatchChanges caps the changes folded into one commit; 5000 when
 	// zero. A single Write is never split, whatever its size.
 	MaxBatchChanges int
+	// CommitInterval is the shortest time between the starts of two
+	// batches: writes arriving sooner after a commit wait for the next one
+	// together. Zero (the default) commits as fast as pushes go, which
+	// under sustained load means a commit every push round trip; an
+	// interval trades up to that much latency for fewer commits, fewer
+	// pushes and fewer pulls by every destination. A write to an idle
+	// store never waits.
+	CommitInterval time.Duration
 	// BatchLinger is the longest a batch waits for the next of the writers
 	// of the previous batch to come back (see GitWriter.next); 5ms when
 	// zero.
@@ -158,10 +166,11 @@ type GitWriter struct {
 	// writer goroutine.
 	spare *spareSession
 	// batchDone is when the writer goroutine last finished a batch (for
-	// logs); only touched by the writer goroutine.
-	batchDone time.Time
-	wake      chan struct{}
-	done      chan struct{}
+	// logs), batchStart when it last took one (for CommitInterval); only
+	// touched by the writer goroutine.
+	batchDone, batchStart time.Time
+	wake                  chan struct{}
+	done                  chan struct{}
 	// bg tracks the goroutines that open and close spare sessions.
 	bg sync.WaitGroup
 	// idle is how long the queue must stay empty before housekeeping
@@ -496,6 +505,7 @@ func (w *GitWriter) next() ([]*writeReq, bool) {
 		}
 		w.qmu.Lock()
 	}
+	w.waitCommitInterval()
 	if want := w.lastBatch; want > 1 && !w.closed {
 		now := time.Now()
 		limit := now.Add(max(w.cfg.BatchLinger, w.lastPush))
@@ -526,7 +536,28 @@ func (w *GitWriter) next() ([]*writeReq, bool) {
 	}
 	batch := w.queue[:n:n]
 	w.queue = append([]*writeReq(nil), w.queue[n:]...)
+	w.batchStart = time.Now()
 	return batch, true
+}
+
+// waitCommitInterval holds the next batch (qmu held, queue not empty)
+// until CommitInterval has passed since the last one started, unless the
+// writer is closing.
+func (w *GitWriter) waitCommitInterval() {
+	for !w.closed {
+		left := w.cfg.CommitInterval - time.Since(w.batchStart)
+		if left <= 0 {
+			return
+		}
+		w.qmu.Unlock()
+		t := time.NewTimer(left)
+		select {
+		case <-w.wake: // a write or Close: look again
+		case <-t.C:
+		}
+		t.Stop()
+		w.qmu.Lock()
+	}
 }
 
 // plan is one attempt at committing a batch.

@@ -235,3 +235,51 @@ func keys(m map[string]string) []string {
 }
 
 var _ = errors.New
+
+func TestGitCommitIntervalGroupsWritesAfterACommit(t *testing.T) {
+	srv := gittest.New(t)
+	srv.InitBare(testRepo)
+	cfg := gitConfig(t, srv)
+	cfg.CommitInterval = 1500 * time.Millisecond
+	w, err := NewGit(context.Background(), cfg)
+	require.NoError(t, err)
+	ctx := context.Background()
+
+	start := time.Now()
+	first, err := w.Write(ctx, Change{Dir: resDir(t, "ns", "redis", "first"), Files: requestFiles("first")})
+	require.NoError(t, err)
+	require.Less(t, time.Since(start), cfg.CommitInterval, "a write to an idle store does not wait for the interval")
+
+	// Writes right after a commit wait for the interval, and share a commit.
+	const writers = 20
+	commits := make([]string, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			name := fmt.Sprintf("later-%02d", i)
+			res, err := w.Write(ctx, Change{Dir: resDir(t, "ns", "redis", name), Files: requestFiles(name)})
+			assert.NoError(t, err)
+			commits[i] = res.Commit
+		})
+	}
+	wg.Wait()
+	require.GreaterOrEqual(t, time.Since(start), cfg.CommitInterval)
+	for _, c := range commits {
+		require.Equal(t, commits[0], c, "writes queued during the interval land in one commit")
+	}
+	require.NotEqual(t, first.Commit, commits[0])
+	require.Equal(t, 2, srv.CommitCount(testRepo, "main"))
+
+	// Closing does not wait for the interval, and still pushes what is queued.
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Write(ctx, Change{Dir: resDir(t, "ns", "redis", "last"), Files: requestFiles("last")})
+		done <- err
+	}()
+	require.Eventually(t, func() bool { w.qmu.Lock(); defer w.qmu.Unlock(); return len(w.queue) == 1 }, time.Second, 5*time.Millisecond)
+	closing := time.Now()
+	require.NoError(t, w.Close())
+	require.NoError(t, <-done)
+	require.Less(t, time.Since(closing), cfg.CommitInterval)
+	require.Equal(t, 3, srv.CommitCount(testRepo, "main"))
+}

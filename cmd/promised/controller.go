@@ -76,6 +76,7 @@ to the Git state stores. Built-in stages run in-process.`,
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the platform cluster (in-cluster config or $KUBECONFIG when empty)")
 	f.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", controller.DefaultConcurrency(), "requests of one kind reconciled at once")
+	f.DurationVar(&opts.CommitInterval, "commit-interval", controller.DefaultCommitInterval, "shortest time between two commits to one state store; writes arriving sooner share the next commit (0: commit as fast as pushes go)")
 	f.Float32Var(&qps, "kube-api-qps", 200, "queries per second to the kube-apiserver")
 	f.IntVar(&burst, "kube-api-burst", 400, "burst of queries to the kube-apiserver")
 	f.StringVar(&opts.PlatformNamespace, "platform-namespace", "promised-system", "namespace of the controller's own objects (platform key, ledger entries of promise workflows)")

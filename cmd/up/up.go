@@ -248,6 +248,7 @@ func (p *Platform) startController(ctx context.Context) error {
 	}
 	mgr, err := controller.NewManager(cfg, controller.Options{
 		Registry: reg, StateDir: p.path("stores"), PlatformKey: key, PlatformNamespace: platformNamespace, MetricsAddr: "0",
+		CommitInterval: controller.DefaultCommitInterval,
 	})
 	if err != nil {
 		return err
