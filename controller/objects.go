@@ -60,7 +60,13 @@ func sortByNamespaceAndName(items []unstructured.Unstructured) {
 	}
 	ks := make([]keyed, len(items))
 	for i := range items {
-		ks[i] = keyed{ns: items[i].GetNamespace(), name: items[i].GetName(), obj: items[i]}
+		// One lookup of metadata instead of one per field: the objects'
+		// maps are scattered over the heap, and each lookup misses the CPU
+		// cache.
+		meta, _ := items[i].Object["metadata"].(map[string]any)
+		ns, _ := meta["namespace"].(string)
+		name, _ := meta["name"].(string)
+		ks[i] = keyed{ns: ns, name: name, obj: items[i]}
 	}
 	slices.SortFunc(ks, func(a, b keyed) int {
 		if c := strings.Compare(a.ns, b.ns); c != 0 {

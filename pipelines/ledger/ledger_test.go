@@ -257,3 +257,64 @@ func TestStagesReachTheLedgerThroughTheSDK(t *testing.T) {
 	require.Equal(t, ids[3], creds["id"])
 	require.Equal(t, "forced", creds["issuedBecause"])
 }
+
+// countingLedger counts the calls that reach a real ledger.
+type countingLedger struct {
+	ledger.Ledger
+	gets, puts int
+}
+
+func (c *countingLedger) Get(ctx context.Context, key ledger.Key) (ledger.Entry, bool, error) {
+	c.gets++
+	return c.Ledger.Get(ctx, key)
+}
+
+func (c *countingLedger) Put(ctx context.Context, key ledger.Key, e ledger.Entry) (ledger.Entry, error) {
+	c.puts++
+	return c.Ledger.Put(ctx, key, e)
+}
+
+func TestSettleIssuedReadsOnceOnAnUnchangedRerun(t *testing.T) {
+	ctx := context.Background()
+	f, err := ledger.NewFolder(filepath.Join(t.TempDir(), "ledger"))
+	require.NoError(t, err)
+	l := &countingLedger{Ledger: f}
+	key := ledger.Key{Owner: newOwner(t), Credential: "password"}
+	mint := func(context.Context) (ledger.Entry, error) { return ledger.Entry{Data: map[string][]byte{"p": []byte("x")}}, nil }
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+	// First run: minted, recorded, then settled (read and marked used).
+	is, err := ledger.Obtain(ctx, l, key, ledger.Policy{}, now, mint)
+	require.NoError(t, err)
+	require.True(t, is.Decision.Mint)
+	require.NoError(t, ledger.SettleIssued(ctx, l, is))
+	e, found, err := f.Get(ctx, key)
+	require.NoError(t, err)
+	require.True(t, found)
+	require.True(t, e.Used)
+	require.Equal(t, 2, l.gets)
+	require.Equal(t, 2, l.puts)
+
+	// Unchanged re-run: one read, no write.
+	l.gets, l.puts = 0, 0
+	is, err = ledger.Obtain(ctx, l, key, ledger.Policy{}, now, mint)
+	require.NoError(t, err)
+	require.False(t, is.Decision.Mint)
+	require.NoError(t, ledger.SettleIssued(ctx, l, is))
+	require.Equal(t, 1, l.gets)
+	require.Zero(t, l.puts)
+
+	// A credential recorded but never settled (a crash before use) is
+	// settled by the next run, though Obtain reuses it.
+	other := ledger.Key{Owner: newOwner(t), Credential: "password"}
+	first, err := ledger.Obtain(ctx, l, other, ledger.Policy{}, now, mint)
+	require.NoError(t, err)
+	again, err := ledger.Obtain(ctx, l, other, ledger.Policy{}, now, mint)
+	require.NoError(t, err)
+	require.False(t, again.Decision.Mint)
+	require.Equal(t, first.Entry.ID, again.Entry.ID)
+	require.NoError(t, ledger.SettleIssued(ctx, l, again))
+	e, _, err = f.Get(ctx, other)
+	require.NoError(t, err)
+	require.True(t, e.Used)
+}

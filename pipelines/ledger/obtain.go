@@ -133,6 +133,17 @@ func Settle(ctx context.Context, l Ledger, key Key, id string) error {
 	return nil
 }
 
+// SettleIssued settles what Obtain returned. A credential Obtain found
+// already in use with nothing to retire needs no write, and so not even
+// Settle's read: an unchanged re-run reads the ledger once, in Obtain.
+// Runs of one request never overlap, so nothing can have rotated it since.
+func SettleIssued(ctx context.Context, l Ledger, is Issued) error {
+	if !is.Decision.Mint && is.Entry.Used && len(is.Entry.Retire) == 0 {
+		return nil
+	}
+	return Settle(ctx, l, is.Key, is.Entry.ID)
+}
+
 func randomID() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {

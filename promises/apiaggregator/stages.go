@@ -267,11 +267,9 @@ func listTargets(ctx context.Context, objects stage.Objects, self Target) ([]Tar
 	}
 	out := make([]Target, 0, len(list)+1)
 	for i := range list {
-		u := &list[i]
-		if u.GetNamespace() == self.Ref.Namespace && u.GetName() == self.Ref.Name {
-			continue
+		if t := parsedTargets.get(&list[i]); t.Ref != self.Ref {
+			out = append(out, t)
 		}
-		out = append(out, parsedTargets.get(u))
 	}
 	parsedTargets.prune(list)
 	return append(out, self), nil

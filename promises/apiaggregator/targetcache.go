@@ -46,7 +46,12 @@ var parsedTargets = &targetCache{entries: map[types.UID]cachedTarget{}}
 // resourceVersion (a local run's files may have neither) are parsed each
 // time. The Target returned shares its spec with the cache: read it only.
 func (c *targetCache) get(u *unstructured.Unstructured) Target {
-	uid, rv := u.GetUID(), u.GetResourceVersion()
+	// One lookup of metadata, not one per field (GetUID, ...): this runs
+	// for every target in every target's run.
+	meta, _ := u.Object["metadata"].(map[string]any)
+	uidValue, _ := meta["uid"].(string)
+	rv, _ := meta["resourceVersion"].(string)
+	uid := types.UID(uidValue)
 	if uid == "" || rv == "" {
 		return parseJudged(u)
 	}

@@ -127,7 +127,7 @@ func configureDedicated(ctx context.Context, c *stage.Context, r request) error 
 	// The password is in use once it is in the output: CloudNativePG,
 	// not this stage, sets it on the role, and a replaced one needs no
 	// revoking here because the operator overwrites it.
-	if err := ledger.Settle(ctx, l, issued.Key, issued.Entry.ID); err != nil {
+	if err := ledger.SettleIssued(ctx, l, issued); err != nil {
 		return err
 	}
 	issued.Entry.Retire = nil

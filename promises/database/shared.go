@@ -311,7 +311,7 @@ func configureShared(ctx context.Context, c *stage.Context, r request) (err erro
 	}
 	// Every replaced password (Entry.Retire) was revoked when the role
 	// got the current one: a role has one password.
-	if err := ledger.Settle(ctx, l, issued.Key, issued.Entry.ID); err != nil {
+	if err := ledger.SettleIssued(ctx, l, issued); err != nil {
 		return err
 	}
 	issued.Entry.Retire = nil

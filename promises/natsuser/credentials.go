@@ -111,7 +111,7 @@ func (s *stages) credentials(ctx context.Context, c *stage.Context) error {
 	}
 
 	if !replacedStillValid(issued.Entry, u.RotateBefore, now) {
-		if err := ledger.Settle(ctx, l, key, issued.Entry.ID); err != nil {
+		if err := ledger.SettleIssued(ctx, l, issued); err != nil {
 			return err
 		}
 		issued.Entry.Retire = nil
