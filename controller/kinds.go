@@ -8,6 +8,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -37,6 +38,13 @@ type kindController struct {
 	gvk     schema.GroupVersionKind
 	cancel  context.CancelFunc
 	trigger chan event.GenericEvent
+	view    *kindView
+}
+
+// stop stops the controller and detaches its view.
+func (kc *kindController) stop() {
+	kc.cancel()
+	kc.view.stop()
 }
 
 // NewKinds returns a Kinds that starts controllers on mgr; it must be added
@@ -55,7 +63,7 @@ func (k *Kinds) Start(ctx context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for name, kc := range k.running {
-		kc.cancel()
+		kc.stop()
 		delete(k.running, name)
 	}
 	return nil
@@ -70,7 +78,7 @@ func (k *Kinds) Ensure(promise string, gvk schema.GroupVersionKind) error {
 		if kc.gvk == gvk {
 			return nil
 		}
-		kc.cancel()
+		kc.stop()
 		delete(k.running, promise)
 	}
 	if k.base == nil {
@@ -95,8 +103,18 @@ func (k *Kinds) Ensure(promise string, gvk schema.GroupVersionKind) error {
 	if err := c.Watch(source.Channel(trigger, &handler.EnqueueRequestForObject{})); err != nil {
 		return fmt.Errorf("watching triggers of %s: %w", gvk.Kind, err)
 	}
+	// Not waiting for the informer to sync: k.mu is held, and the view
+	// says when it has.
+	informer, err := k.mgr.GetCache().GetInformer(k.base, obj, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("getting the informer of %s: %w", gvk.Kind, err)
+	}
+	view, err := watchKind(informer)
+	if err != nil {
+		return fmt.Errorf("watching %s for stages: %w", gvk.Kind, err)
+	}
 	ctx, cancel := context.WithCancel(k.base)
-	k.running[promise] = &kindController{gvk: gvk, cancel: cancel, trigger: trigger}
+	k.running[promise] = &kindController{gvk: gvk, cancel: cancel, trigger: trigger, view: view}
 	go func() {
 		if err := c.Start(ctx); err != nil {
 			k.log.Error(err, "request controller stopped", "promise", promise)
@@ -114,11 +132,24 @@ func (k *Kinds) Stop(ctx context.Context, promise string) error {
 	if !ok {
 		return nil
 	}
-	kc.cancel()
+	kc.stop()
 	obj := &unstructured.Unstructured{}
 	obj.SetGroupVersionKind(kc.gvk)
 	if err := k.mgr.GetCache().RemoveInformer(ctx, obj); err != nil {
 		return fmt.Errorf("removing the informer of %s: %w", kc.gvk.Kind, err)
+	}
+	return nil
+}
+
+// view returns the ordered view of a served kind, nil when no running
+// controller serves it.
+func (k *Kinds) view(gvk schema.GroupVersionKind) *kindView {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, kc := range k.running {
+		if kc.gvk == gvk {
+			return kc.view
+		}
 	}
 	return nil
 }

@@ -137,12 +137,13 @@ func Setup(mgr manager.Manager, opts Options) error {
 	// briefly (see recentReader).
 	recent := newRecentReader(mgr.GetAPIReader(), DefaultSecretRecheck)
 	places := &Placer{Client: mgr.GetClient(), Stores: stores, Sealing: &Sealing{Reader: recent, PlatformKey: opts.PlatformKey}}
+	objects := &promiseObjects{client: mgr.GetClient()}
 	engine := NewEngine(pipelines.InProcess{
 		Registry: opts.Registry,
 		// The ledger reads past the cache: deciding on a stale entry is
 		// how a second credential gets minted.
 		Ledger:  &ledger.Kubernetes{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: opts.PlatformNamespace},
-		Objects: promiseObjects{client: mgr.GetClient()},
+		Objects: objects,
 		Secrets: platformSecrets{reader: recent},
 	}, opts.JobRunner)
 	runs := NewRunBook()
@@ -155,6 +156,7 @@ func Setup(mgr manager.Manager, opts Options) error {
 			Recorder: recorder, Runs: runs, OnChange: func() { nudge.mark(promise) },
 		}
 	})
+	objects.kinds = kinds
 	closeStores := manager.RunnableFunc(func(ctx context.Context) error {
 		<-ctx.Done()
 		return stores.Close()
