@@ -280,7 +280,9 @@ func TestSettleIssuedReadsOnceOnAnUnchangedRerun(t *testing.T) {
 	require.NoError(t, err)
 	l := &countingLedger{Ledger: f}
 	key := ledger.Key{Owner: newOwner(t), Credential: "password"}
-	mint := func(context.Context) (ledger.Entry, error) { return ledger.Entry{Data: map[string][]byte{"p": []byte("x")}}, nil }
+	mint := func(context.Context) (ledger.Entry, error) {
+		return ledger.Entry{Data: map[string][]byte{"p": []byte("x")}}, nil
+	}
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 	// First run: minted, recorded, then settled (read and marked used).

@@ -164,10 +164,10 @@ func runCrash(t *testing.T, o crashOptions) {
 	aggregators, rest := mix(o.requests)
 	all := append(append([]*request{}, aggregators...), rest...)
 	for _, ns := range []string{aggregatorNamespace} {
-		must(t, p.ensureNamespace(ctx, ns))
+		must(t, p.EnsureNamespace(ctx, ns))
 	}
 	for i := range 8 {
-		must(t, p.ensureNamespace(ctx, teamNamespace(i)))
+		must(t, p.EnsureNamespace(ctx, teamNamespace(i)))
 	}
 	// The aggregators first: a target whose aggregator is not placed yet
 	// waits a minute for the controller's retry, which only slows the run.
@@ -205,7 +205,7 @@ func runCrash(t *testing.T, o crashOptions) {
 	phase = time.Now()
 	chaosDone = p.chaos(rng, deleteKills)
 	must(t, parallel(8, all, func(r *request) error {
-		err := p.dyn.Resource(r.gvr).Namespace(r.ns()).Delete(ctx, r.name(), metav1.DeleteOptions{})
+		err := p.Dynamic.Resource(r.gvr).Namespace(r.ns()).Delete(ctx, r.name(), metav1.DeleteOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -270,7 +270,7 @@ func parallel(n int, rs []*request, f func(*request) error) error {
 }
 
 func (p *platform) create(ctx context.Context, r *request) error {
-	got, err := p.dyn.Resource(r.gvr).Namespace(r.ns()).Create(ctx, r.obj.DeepCopy(), metav1.CreateOptions{})
+	got, err := p.Dynamic.Resource(r.gvr).Namespace(r.ns()).Create(ctx, r.obj.DeepCopy(), metav1.CreateOptions{})
 	if err != nil {
 		return err
 	}
@@ -293,7 +293,7 @@ func (p *platform) chaos(rng *rand.Rand, n int) <-chan error {
 				done <- err
 				return
 			}
-			if err := p.startController(context.Background()); err != nil {
+			if err := p.StartController(context.Background()); err != nil {
 				done <- fmt.Errorf("restarting after kill %d: %w", p.restarts+1, err)
 				return
 			}
@@ -316,7 +316,7 @@ func (p *platform) waitReady(ctx context.Context, rs []*request, timeout time.Du
 		}
 		notReady = notReady[:0]
 		for _, r := range rs {
-			got, err := p.dyn.Resource(r.gvr).Namespace(r.ns()).Get(ctx, r.name(), metav1.GetOptions{})
+			got, err := p.Dynamic.Resource(r.gvr).Namespace(r.ns()).Get(ctx, r.name(), metav1.GetOptions{})
 			if err != nil {
 				notReady = append(notReady, r.ref()+": "+err.Error())
 				continue
@@ -339,7 +339,7 @@ func (p *platform) waitGone(ctx context.Context, rs []*request, timeout time.Dur
 	err := p.poll(ctx, timeout, "requests deleted", func() (bool, error) {
 		left = left[:0]
 		for _, r := range rs {
-			got, err := p.dyn.Resource(r.gvr).Namespace(r.ns()).Get(ctx, r.name(), metav1.GetOptions{})
+			got, err := p.Dynamic.Resource(r.gvr).Namespace(r.ns()).Get(ctx, r.name(), metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				continue
 			}

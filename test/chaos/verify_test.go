@@ -24,6 +24,7 @@ import (
 
 	"promised.dev/promised/pipelines/ledger"
 	"promised.dev/promised/promises/database"
+	"promised.dev/promised/test/liveplatform"
 )
 
 // report is what verify found.
@@ -49,7 +50,7 @@ func (p *platform) verify(ctx context.Context, t *testing.T, rs []*request) *rep
 	status := map[string]*unstructured.Unstructured{}
 	for _, r := range rs {
 		byKey[key(r.promise, r.ns(), r.name())] = r
-		got, err := p.dyn.Resource(r.gvr).Namespace(r.ns()).Get(ctx, r.name(), metav1.GetOptions{})
+		got, err := p.Dynamic.Resource(r.gvr).Namespace(r.ns()).Get(ctx, r.name(), metav1.GetOptions{})
 		if err != nil {
 			rep.fail("%s: %v", r.ref(), err)
 			continue
@@ -182,7 +183,7 @@ func (p *platform) verify(ctx context.Context, t *testing.T, rs []*request) *rep
 	// each Database's delivered password is the ledger's.
 	ledgerValues := map[string]map[string]bool{} // request uid -> values
 	var entries corev1.SecretList
-	if err := p.c.List(ctx, &entries, client.MatchingLabels{ledger.LabelLedger: "true"}); err != nil {
+	if err := p.Client.List(ctx, &entries, client.MatchingLabels{ledger.LabelLedger: "true"}); err != nil {
 		rep.fail("listing ledger Secrets: %v", err)
 	}
 	uids := map[string]*request{}
@@ -319,7 +320,7 @@ func (p *platform) sealedHistory() (map[string]map[string][]unsealed, error) {
 			if yaml.Unmarshal(doc, &meta) != nil || meta.Kind != "SealedSecret" {
 				continue
 			}
-			key, ok := p.keys[parts[0]]
+			key, ok := p.Keys[parts[0]]
 			if !ok {
 				continue
 			}
@@ -355,7 +356,7 @@ func (p *platform) currentSecret(dest string, r *request, name string) (map[stri
 			if yaml.Unmarshal(doc, &meta) != nil || meta.Kind != "SealedSecret" || meta.Metadata.Name != name {
 				continue
 			}
-			return p.keys[dest].Unseal(doc)
+			return p.Keys[dest].Unseal(doc)
 		}
 	}
 	return nil, fmt.Errorf("no SealedSecret %s under %s in main", name, dir)
@@ -446,7 +447,7 @@ func (p *platform) scanLeaks(rep *report, plaintexts []string) {
 		return
 	}
 	sort.Strings(plaintexts)
-	cmd := exec.Command(p.gitBin, "-C", filepath.Join(p.gitRoot, stateRepo), "cat-file", "--batch-all-objects", "--batch")
+	cmd := exec.Command(p.GitBin, "-C", filepath.Join(p.GitRoot, liveplatform.StateRepo), "cat-file", "--batch-all-objects", "--batch")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		rep.fail("%v", err)
@@ -487,7 +488,7 @@ func (p *platform) scanLeaks(rep *report, plaintexts []string) {
 	if err := cmd.Wait(); err != nil {
 		rep.fail("git cat-file --batch-all-objects: %v", err)
 	}
-	logs := append([]string{p.pg.LogPath()}, p.logs...)
+	logs := append([]string{p.pg.LogPath()}, p.Logs...)
 	for _, l := range logs {
 		b, err := os.ReadFile(l)
 		if err != nil {
@@ -579,7 +580,7 @@ func (p *platform) verifyDeleted(ctx context.Context, rs []*request) *deletedRep
 		}
 	}
 	var entries corev1.SecretList
-	if err := p.c.List(ctx, &entries, client.MatchingLabels{ledger.LabelLedger: "true"}); err != nil {
+	if err := p.Client.List(ctx, &entries, client.MatchingLabels{ledger.LabelLedger: "true"}); err != nil {
 		fail("listing ledger Secrets: %v", err)
 	}
 	for _, s := range entries.Items {

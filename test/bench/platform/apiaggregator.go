@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"promised.dev/promised/test/liveplatform"
 )
 
 const (
@@ -41,7 +43,7 @@ func apiAggregatorWorkload(o options) *workload {
 		if len(aggregators) == 0 || len(targets) == 0 {
 			return fmt.Errorf("no valid testdata for aggregators or targets")
 		}
-		return p.ensureNamespace(ctx, aggregatorNamespace)
+		return p.EnsureNamespace(ctx, aggregatorNamespace)
 	}
 	w.prepare = func(ctx context.Context, p *platform) error {
 		w.note = fmt.Sprintf("targets over %d aggregators created before the run", o.aggregators)
@@ -51,7 +53,7 @@ func apiAggregatorWorkload(o options) *workload {
 			return err
 		}
 		gvr := gv.WithResource("apiaggregators")
-		res := p.dyn.Resource(gvr).Namespace(aggregatorNamespace)
+		res := p.Dynamic.Resource(gvr).Namespace(aggregatorNamespace)
 		for k := range o.aggregators {
 			a := fromExample(aggregators, k, fmt.Sprintf("agg-%d", k), aggregatorNamespace)
 			spec := a.Object["spec"].(map[string]any)
@@ -61,14 +63,14 @@ func apiAggregatorWorkload(o options) *workload {
 				return fmt.Errorf("creating aggregator %s: %w", a.GetName(), err)
 			}
 		}
-		return poll(ctx, 90*time.Second, 100*time.Millisecond, "the aggregators Ready", func() (bool, error) {
+		return p.Poll(ctx, 90*time.Second, 100*time.Millisecond, "the aggregators Ready", func() (bool, error) {
 			list, err := res.List(ctx, metav1.ListOptions{})
 			if err != nil {
 				return false, nil
 			}
 			ready := 0
 			for i := range list.Items {
-				if readyNow(&list.Items[i]) {
+				if liveplatform.RequestReady(&list.Items[i]) {
 					ready++
 				}
 			}

@@ -29,6 +29,7 @@ import (
 	"promised.dev/promised/pipelines/stage"
 	"promised.dev/promised/statestore"
 	"promised.dev/promised/statestore/gitserver"
+	"promised.dev/promised/test/liveplatform"
 )
 
 // ceilingGroup is the group prefix of the ceiling's CRD copies, served by
@@ -67,7 +68,7 @@ func (p *platform) apiCeiling(ctx context.Context, concurrency int, reqs []plann
 				twin := gvrs[r.w.gvr]
 				u := r.obj.DeepCopy()
 				u.SetAPIVersion(twin.GroupVersion().String())
-				res := p.dyn.Resource(twin).Namespace(u.GetNamespace())
+				res := p.Dynamic.Resource(twin).Namespace(u.GetNamespace())
 				_, err := res.Create(ctx, u, metav1.CreateOptions{})
 				if err == nil {
 					status := final[r.key].obj.Object["status"]
@@ -94,7 +95,7 @@ func (p *platform) apiCeiling(ctx context.Context, concurrency int, reqs []plann
 // until it is served.
 func (p *platform) ceilingCRD(ctx context.Context, gvr schema.GroupVersionResource) (schema.GroupVersionResource, error) {
 	src := &apiextensionsv1.CustomResourceDefinition{}
-	if err := p.c.Get(ctx, client.ObjectKey{Name: gvr.Resource + "." + gvr.Group}, src); err != nil {
+	if err := p.Client.Get(ctx, client.ObjectKey{Name: gvr.Resource + "." + gvr.Group}, src); err != nil {
 		return gvr, err
 	}
 	twin := gvr
@@ -104,12 +105,12 @@ func (p *platform) ceilingCRD(ctx context.Context, gvr schema.GroupVersionResour
 		Spec:       *src.Spec.DeepCopy(),
 	}
 	crd.Spec.Group = twin.Group
-	if err := p.c.Create(ctx, crd); err != nil {
+	if err := p.Client.Create(ctx, crd); err != nil {
 		return gvr, err
 	}
-	err := poll(ctx, time.Minute, 50*time.Millisecond, "CRD "+crd.Name+" Established", func() (bool, error) {
+	err := p.Poll(ctx, time.Minute, 50*time.Millisecond, "CRD "+crd.Name+" Established", func() (bool, error) {
 		got := &apiextensionsv1.CustomResourceDefinition{}
-		if err := p.c.Get(ctx, client.ObjectKey{Name: crd.Name}, got); err != nil {
+		if err := p.Client.Get(ctx, client.ObjectKey{Name: crd.Name}, got); err != nil {
 			return false, nil
 		}
 		for _, c := range got.Status.Conditions {
@@ -123,8 +124,8 @@ func (p *platform) ceilingCRD(ctx context.Context, gvr schema.GroupVersionResour
 		return gvr, err
 	}
 	// Established can precede the discovery and REST storage being ready.
-	return twin, poll(ctx, time.Minute, 50*time.Millisecond, crd.Name+" served", func() (bool, error) {
-		_, err := p.dyn.Resource(twin).List(ctx, metav1.ListOptions{Limit: 1})
+	return twin, p.Poll(ctx, time.Minute, 50*time.Millisecond, crd.Name+" served", func() (bool, error) {
+		_, err := p.Dynamic.Resource(twin).List(ctx, metav1.ListOptions{Limit: 1})
 		return err == nil, nil
 	})
 }
@@ -140,7 +141,7 @@ func (p *platform) gitCeiling(ctx context.Context, callers int, reqs []planned, 
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	led, err := ledger.NewFolder(filepath.Join(p.work, "ceiling-ledger"))
+	led, err := ledger.NewFolder(filepath.Join(p.Work, "ceiling-ledger"))
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -155,7 +156,7 @@ func (p *platform) gitCeiling(ctx context.Context, callers int, reqs []planned, 
 			continue
 		}
 		pr := &v1alpha1.Promise{}
-		if err := p.c.Get(ctx, client.ObjectKey{Name: r.w.promise.Name}, pr); err != nil {
+		if err := p.Client.Get(ctx, client.ObjectKey{Name: r.w.promise.Name}, pr); err != nil {
 			return 0, 0, 0, err
 		}
 		promises[pr.Name] = pr
@@ -190,11 +191,11 @@ func (p *platform) gitCeiling(ctx context.Context, callers int, reqs []planned, 
 	}
 
 	const repo = "ceiling.git"
-	if _, err := gitserver.InitBare(p.gitBin, p.gitRoot, repo); err != nil {
+	if _, err := gitserver.InitBare(p.GitBin, p.GitRoot, repo); err != nil {
 		return render, 0, 0, err
 	}
-	w, err := statestore.NewGit(ctx, statestore.GitConfig{URL: p.git.URL(repo), Branch: "main",
-		Basic: &statestore.BasicAuth{Username: gitUser, Password: p.gitPass}, Path: filepath.Join(p.work, "ceiling-clone")})
+	w, err := statestore.NewGit(ctx, statestore.GitConfig{URL: p.GitServer.URL(repo), Branch: "main",
+		Basic: &statestore.BasicAuth{Username: liveplatform.GitUser, Password: p.GitPassword}, Path: filepath.Join(p.Work, "ceiling-clone")})
 	if err != nil {
 		return render, 0, 0, err
 	}
@@ -225,7 +226,7 @@ func (p *platform) gitCeiling(ctx context.Context, callers int, reqs []planned, 
 	if first != nil {
 		return render, write, 0, first
 	}
-	commits, err = p.commitCount(repo)
+	commits, err = p.CommitCount(repo)
 	return render, write, commits, err
 }
 
@@ -243,7 +244,7 @@ func (p *platform) renderOne(ctx context.Context, e *pipelines.Engine, pr *v1alp
 	if err != nil {
 		return statestore.Change{}, err
 	}
-	inputs, err := seal.Inputs(p.certs[dest], "", fpKey)
+	inputs, err := seal.Inputs(p.Keys[dest].CertPEM, "", fpKey)
 	if err != nil {
 		return statestore.Change{}, err
 	}
@@ -295,7 +296,7 @@ func (d dynObjects) list(ctx context.Context, apiVersion, kind string) ([]unstru
 	list := &unstructured.UnstructuredList{}
 	list.SetAPIVersion(apiVersion)
 	list.SetKind(kind + "List")
-	if err := d.p.c.List(ctx, list); err != nil {
+	if err := d.p.Client.List(ctx, list); err != nil {
 		return nil, err
 	}
 	sort.Slice(list.Items, func(i, j int) bool {
@@ -310,7 +311,7 @@ type clusterSecrets struct{ p *platform }
 
 func (s clusterSecrets) Get(ctx context.Context, namespace, name string) (map[string][]byte, error) {
 	sec := &corev1.Secret{}
-	if err := s.p.c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, sec); err != nil {
+	if err := s.p.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, sec); err != nil {
 		return nil, err
 	}
 	if sec.Labels[stage.LabelPlatformConfig] != "true" {

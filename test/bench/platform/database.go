@@ -61,7 +61,7 @@ func databaseWorkload(o options) *workload {
 			w.note = "dedicated plan only: " + err.Error()
 			return nil
 		}
-		pg, err = pgtest.Start(filepath.Join(p.work, "postgres"))
+		pg, err = pgtest.Start(filepath.Join(p.Work, "postgres"))
 		if err != nil {
 			return fmt.Errorf("starting PostgreSQL for the shared plan: %w", err)
 		}

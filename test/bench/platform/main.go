@@ -41,6 +41,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"promised.dev/promised/test/liveplatform"
 )
 
 type options struct {
@@ -160,10 +162,10 @@ func run(ctx context.Context, o options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer p.close()
-	progress("platform up in %s; controller pid %d, log %s", time.Since(start).Round(time.Millisecond), p.ctrl.pid(), p.ctrl.logPath)
+	defer p.close(o.keep)
+	progress("platform up in %s; controller pid %d, log %s", time.Since(start).Round(time.Millisecond), p.Controller.PID(), p.Controller.LogPath)
 	for _, ns := range benchNamespaces {
-		if err := p.ensureNamespace(ctx, ns); err != nil {
+		if err := p.EnsureNamespace(ctx, ns); err != nil {
 			return nil, err
 		}
 	}
@@ -191,7 +193,7 @@ func run(ctx context.Context, o options) (*report, error) {
 			list = append(list, w.gvr)
 		}
 	}
-	tr, err := newTracker(ctx, p.dyn, list)
+	tr, err := newTracker(ctx, p.Dynamic, list)
 	if err != nil {
 		return rep, err
 	}
@@ -365,18 +367,18 @@ type mark struct {
 
 func (ph *phases) mark(ctx context.Context) (mark, error) {
 	m := mark{at: time.Now()}
-	ms, err := scrape(ctx, ph.p.ctrl.metricsURL)
+	ms, err := scrape(ctx, ph.p.Controller.MetricsURL)
 	if err != nil {
 		return m, err
 	}
 	m.counts, m.methods = ms.counts(), ms.byMethod()
-	if m.proc, err = readProc(ph.p.ctrl.pid()); err != nil {
+	if m.proc, err = readProc(ph.p.Controller.PID()); err != nil {
 		return m, err
 	}
 	if m.machine, err = readMachineCPU(); err != nil {
 		return m, fmt.Errorf("reading CPU times: %w", err)
 	}
-	m.commits, err = ph.p.commitCount(stateRepo)
+	m.commits, err = ph.p.CommitCount(liveplatform.StateRepo)
 	return m, err
 }
 
@@ -445,13 +447,13 @@ func (ph *phases) create(ctx context.Context) error {
 		return err
 	}
 	ready := ph.tr.expect(ph.keys, func(_ string, s *reqState) bool { return s.ready })
-	cpu := ph.p.ctrl.recordCPU(ctx, ph.o.profileDir, "create")
+	cpu := recordCPU(ctx, ph.p.Controller, ph.o.profileDir, "create")
 	progress("creating %d requests from %d clients", n, ph.o.concurrency)
 	var mu sync.Mutex
 	created := make(map[string]time.Time, n)
 	start := time.Now()
 	err = ph.forEach(ctx, func(r planned) error {
-		_, err := ph.p.dyn.Resource(r.w.gvr).Namespace(r.obj.GetNamespace()).Create(ctx, r.obj, metav1.CreateOptions{})
+		_, err := ph.p.Dynamic.Resource(r.w.gvr).Namespace(r.obj.GetNamespace()).Create(ctx, r.obj, metav1.CreateOptions{})
 		now := time.Now()
 		mu.Lock()
 		created[r.key] = now
@@ -463,7 +465,7 @@ func (ph *phases) create(ctx context.Context) error {
 	}
 	createdIn := time.Since(start)
 	progress("created in %s; waiting for every request to be Ready with its commit pushed", createdIn.Round(time.Millisecond))
-	met, err := ph.tr.wait(ctx, ready, ph.o.timeout, ph.p.ctrl.alive)
+	met, err := ph.tr.wait(ctx, ready, ph.o.timeout, ph.p.Controller.Alive)
 	if err != nil {
 		_, _ = cpu.stop()
 		return err
@@ -494,7 +496,7 @@ func (ph *phases) create(ctx context.Context) error {
 	}
 	if ph.o.profileDir != "" {
 		path := filepath.Join(ph.o.profileDir, "heap.pb.gz")
-		if err := ph.p.ctrl.fetch(ctx, "heap", path, 0); err != nil {
+		if err := ph.p.Controller.Fetch(ctx, "heap", path, 0); err != nil {
 			progress("heap profile: %v", err)
 		} else {
 			ph.rep.Profiles.Heap = path
@@ -515,11 +517,11 @@ func (ph *phases) verifyPushed() error {
 		if c == "" {
 			return fmt.Errorf("a Ready request has no commit in its status")
 		}
-		if _, err := ph.p.gitCmd(stateRepo, "merge-base", "--is-ancestor", c, "main"); err != nil {
+		if _, err := ph.p.Git(liveplatform.StateRepo, "merge-base", "--is-ancestor", c, "main"); err != nil {
 			return fmt.Errorf("commit %s named by a request's status is not on the server's main: %w", c, err)
 		}
 	}
-	out, err := ph.p.gitCmd(stateRepo, "ls-tree", "-r", "--name-only", "main")
+	out, err := ph.p.Git(liveplatform.StateRepo, "ls-tree", "-r", "--name-only", "main")
 	if err != nil {
 		return err
 	}
@@ -551,12 +553,12 @@ func (ph *phases) rereconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cpu := ph.p.ctrl.recordCPU(ctx, ph.o.profileDir, "rereconcile")
+	cpu := recordCPU(ctx, ph.p.Controller, ph.o.profileDir, "rereconcile")
 	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{"promised.dev/reconcile-at":%q}}}`, time.Now().Format(time.RFC3339Nano))
 	progress("forcing a re-reconcile of all %d requests (promised.dev/reconcile-at)", n)
 	start := time.Now()
 	err = ph.forEach(ctx, func(r planned) error {
-		_, err := ph.p.dyn.Resource(r.w.gvr).Namespace(r.obj.GetNamespace()).Patch(ctx, r.obj.GetName(), types.MergePatchType, patch, metav1.PatchOptions{})
+		_, err := ph.p.Dynamic.Resource(r.w.gvr).Namespace(r.obj.GetNamespace()).Patch(ctx, r.obj.GetName(), types.MergePatchType, patch, metav1.PatchOptions{})
 		return err
 	})
 	if err != nil {
@@ -564,11 +566,11 @@ func (ph *phases) rereconcile(ctx context.Context) error {
 	}
 	annotated := time.Since(start)
 	var done time.Time
-	err = poll(ctx, ph.o.timeout, 100*time.Millisecond, "the forced re-reconcile to finish", func() (bool, error) {
-		if err := ph.p.ctrl.alive(); err != nil {
+	err = ph.p.Poll(ctx, ph.o.timeout, 100*time.Millisecond, "the forced re-reconcile to finish", func() (bool, error) {
+		if err := ph.p.Controller.Alive(); err != nil {
 			return false, err
 		}
-		ms, err := scrape(ctx, ph.p.ctrl.metricsURL)
+		ms, err := scrape(ctx, ph.p.Controller.MetricsURL)
 		if err != nil {
 			return false, err
 		}
@@ -613,7 +615,7 @@ func (ph *phases) change(ctx context.Context) error {
 		return err
 	}
 	rerendered := ph.tr.expect(affected, func(k string, s *reqState) bool { return s.ready && s.digest != old[k].digest })
-	cpu := ph.p.ctrl.recordCPU(ctx, ph.o.profileDir, "change")
+	cpu := recordCPU(ctx, ph.p.Controller, ph.o.profileDir, "change")
 	start := time.Now()
 	for _, name := range []string{"team", "natsuser", "database", "apiaggregator-target"} {
 		for w := range ws {
@@ -628,7 +630,7 @@ func (ph *phases) change(ctx context.Context) error {
 		}
 	}
 	progress("changed the promises; waiting for %d requests to be re-rendered and committed", len(affected))
-	met, err := ph.tr.wait(ctx, rerendered, ph.o.timeout, ph.p.ctrl.alive)
+	met, err := ph.tr.wait(ctx, rerendered, ph.o.timeout, ph.p.Controller.Alive)
 	if err != nil {
 		_, _ = cpu.stop()
 		return err
@@ -659,8 +661,8 @@ func (ph *phases) change(ctx context.Context) error {
 // drain waits, a minute at most, until no request is queued or being
 // reconciled, so that the counters include the last reconciles.
 func (ph *phases) drain(ctx context.Context) {
-	_ = poll(ctx, time.Minute, 100*time.Millisecond, "the queue to drain", func() (bool, error) {
-		ms, err := scrape(ctx, ph.p.ctrl.metricsURL)
+	_ = ph.p.Poll(ctx, time.Minute, 100*time.Millisecond, "the queue to drain", func() (bool, error) {
+		ms, err := scrape(ctx, ph.p.Controller.MetricsURL)
 		if err != nil {
 			return false, err
 		}
@@ -691,7 +693,7 @@ func (ph *phases) ceilings(ctx context.Context) error {
 
 // finish records the controller's totals and the profiles' tops.
 func (ph *phases) finish() {
-	if st, err := readProc(ph.p.ctrl.pid()); err == nil {
+	if st, err := readProc(ph.p.Controller.PID()); err == nil {
 		ph.rep.Controller = controllerFigures{PeakRSSBytes: st.PeakRSS, PeakRSSMiB: float64(st.PeakRSS) / (1 << 20), CPUSeconds: st.CPUSeconds}
 	}
 	ph.rep.LoadAfter = loadAverage()

@@ -18,6 +18,7 @@ import (
 
 	"promised.dev/promised/api/v1alpha1"
 	"promised.dev/promised/pipelines/stage"
+	"promised.dev/promised/test/liveplatform"
 )
 
 const natsDir = "promises/natsuser"
@@ -61,7 +62,7 @@ func natsWorkload(o options) *workload {
 			names = append(names, a)
 		}
 		sort.Strings(names)
-		srv, data, err = startNATS(filepath.Join(p.work, "nats"), names)
+		srv, data, err = startNATS(filepath.Join(p.Work, "nats"), names)
 		if err != nil {
 			return err
 		}
@@ -89,7 +90,7 @@ func natsWorkload(o options) *workload {
 			return "", err
 		}
 		err := updatePromise(ctx, p, "natsuser", func(pr *v1alpha1.Promise) error {
-			return setContainerEnv(pr, "credentials", "NATS_ACCOUNTS_SECRET", platformNamespace+"/nats-accounts-v2")
+			return setContainerEnv(pr, "credentials", "NATS_ACCOUNTS_SECRET", liveplatform.PlatformNamespace+"/nats-accounts-v2")
 		})
 		return "natsuser: NATS_ACCOUNTS_SECRET to a Secret with another server URL (every user's Secret changes and is sealed again)", err
 	}
@@ -99,9 +100,9 @@ func natsWorkload(o options) *workload {
 
 // platformSecret creates a platform configuration Secret stages may read.
 func (p *platform) platformSecret(ctx context.Context, name string, data map[string]string) error {
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: platformNamespace,
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: liveplatform.PlatformNamespace,
 		Labels: map[string]string{stage.LabelPlatformConfig: "true"}}, StringData: data}
-	return p.c.Create(ctx, sec)
+	return p.Client.Create(ctx, sec)
 }
 
 // startNATS serves a NATS system in operator mode (an operator with a

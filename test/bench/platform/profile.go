@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"promised.dev/promised/test/liveplatform"
 )
 
 // cpuRecorder records the controller's CPU profile for as long as a phase
@@ -21,8 +23,8 @@ type cpuRecorder struct {
 
 const cpuChunkSeconds = 5
 
-func (p *controllerProc) recordCPU(ctx context.Context, dir, name string) *cpuRecorder {
-	if p.pprofBase == "" || dir == "" {
+func recordCPU(ctx context.Context, c *liveplatform.Controller, dir, name string) *cpuRecorder {
+	if dir == "" {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -33,7 +35,7 @@ func (p *controllerProc) recordCPU(ctx context.Context, dir, name string) *cpuRe
 			path := filepath.Join(dir, fmt.Sprintf(".%s-%03d.pb.gz", name, i))
 			// The fetch outlives ctx by design: a chunk under way is
 			// finished so that the phase's last seconds are kept.
-			if err := p.fetch(context.Background(), "profile", path, cpuChunkSeconds); err != nil {
+			if err := c.Fetch(context.Background(), "profile", path, cpuChunkSeconds); err != nil {
 				progress("CPU profile chunk: %v", err)
 				break
 			}

@@ -11,6 +11,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
+
+	"promised.dev/promised/test/liveplatform"
 )
 
 // reqState is what the benchmark sees of one request.
@@ -79,7 +81,7 @@ func (t *tracker) observe(gvr schema.GroupVersionResource, o any) {
 		return
 	}
 	k := key(gvr, u.GetNamespace(), u.GetName())
-	s := &reqState{ready: readyNow(u), obj: u}
+	s := &reqState{ready: liveplatform.RequestReady(u), obj: u}
 	s.digest, _, _ = unstructured.NestedString(u.Object, "status", "outputDigest")
 	s.commit, _, _ = unstructured.NestedString(u.Object, "status", "commit")
 	t.mu.Lock()
@@ -101,21 +103,6 @@ func (t *tracker) forget(gvr schema.GroupVersionResource, o any) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.state, key(gvr, u.GetNamespace(), u.GetName()))
-}
-
-// readyNow: Ready=True for the object's current generation.
-func readyNow(u *unstructured.Unstructured) bool {
-	observed, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
-	if observed != u.GetGeneration() {
-		return false
-	}
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		if m, ok := c.(map[string]any); ok && m["type"] == "Ready" {
-			return m["status"] == "True"
-		}
-	}
-	return false
 }
 
 func (g *goal) check(k string, s *reqState, now time.Time) {

@@ -20,6 +20,7 @@ import (
 	"promised.dev/promised/pipelines/apischema"
 	"promised.dev/promised/pipelines/local"
 	"promised.dev/promised/pipelines/stage"
+	"promised.dev/promised/test/liveplatform"
 )
 
 // workload is one promise's share of the benchmark: how to prepare the
@@ -121,21 +122,7 @@ func (w *workload) load(root string) error {
 // install applies the workload's promises and waits until each is Ready.
 func (w *workload) install(ctx context.Context, p *platform) error {
 	for _, d := range w.dirs {
-		pr, err := local.LoadPromise(filepath.Join(p.root, d))
-		if err != nil {
-			return err
-		}
-		if err := p.c.Create(ctx, pr); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating promise %s: %w", pr.Name, err)
-		}
-		err = poll(ctx, 90*time.Second, 100*time.Millisecond, "promise "+pr.Name+" Ready", func() (bool, error) {
-			got := &v1alpha1.Promise{}
-			if err := p.c.Get(ctx, client.ObjectKey{Name: pr.Name}, got); err != nil {
-				return false, client.IgnoreNotFound(err)
-			}
-			return isReady(got.Status.Conditions), nil
-		})
-		if err != nil {
+		if err := p.InstallPromise(ctx, d); err != nil {
 			return err
 		}
 	}
@@ -156,18 +143,18 @@ func (w *workload) probe(ctx context.Context, p *platform) error {
 	if db, ok, _ := unstructured.NestedString(u.Object, "spec", "databaseName"); ok {
 		_ = unstructured.SetNestedField(u.Object, "probe_"+db, "spec", "databaseName")
 	}
-	res := p.dyn.Resource(w.gvr).Namespace(u.GetNamespace())
+	res := p.Dynamic.Resource(w.gvr).Namespace(u.GetNamespace())
 	if _, err := res.Create(ctx, u, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("creating a probe request: %w", err)
 	}
 	var last *unstructured.Unstructured
-	err = poll(ctx, 90*time.Second, 100*time.Millisecond, "a probe "+w.kind+" Ready", func() (bool, error) {
+	err = p.Poll(ctx, 90*time.Second, 100*time.Millisecond, "a probe "+w.kind+" Ready", func() (bool, error) {
 		got, err := res.Get(ctx, u.GetName(), metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
 		last = got
-		return readyNow(got), nil
+		return liveplatform.RequestReady(got), nil
 	})
 	if err != nil {
 		if last != nil {
@@ -179,7 +166,7 @@ func (w *workload) probe(ctx context.Context, p *platform) error {
 	if err := res.Delete(ctx, u.GetName(), metav1.DeleteOptions{}); err != nil {
 		return err
 	}
-	err = poll(ctx, 90*time.Second, 100*time.Millisecond, "the probe "+w.kind+" deleted", func() (bool, error) {
+	err = p.Poll(ctx, 90*time.Second, 100*time.Millisecond, "the probe "+w.kind+" deleted", func() (bool, error) {
 		got, err := res.Get(ctx, u.GetName(), metav1.GetOptions{})
 		if err == nil {
 			last = got
@@ -273,13 +260,13 @@ func setContainerEnv(p *v1alpha1.Promise, container, name, value string) error {
 // updatePromise reads the promise, applies f and writes it back.
 func updatePromise(ctx context.Context, p *platform, name string, f func(*v1alpha1.Promise) error) error {
 	pr := &v1alpha1.Promise{}
-	if err := p.c.Get(ctx, client.ObjectKey{Name: name}, pr); err != nil {
+	if err := p.Client.Get(ctx, client.ObjectKey{Name: name}, pr); err != nil {
 		return err
 	}
 	if err := f(pr); err != nil {
 		return err
 	}
-	return p.c.Update(ctx, pr)
+	return p.Client.Update(ctx, pr)
 }
 
 // teamWorkload is the example promise: one ytt render per request.
