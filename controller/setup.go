@@ -75,10 +75,10 @@ type Options struct {
 // above the CPU count.
 func DefaultConcurrency() int { return 32 * runtime.NumCPU() }
 
-// DefaultCommitInterval is the controller's default CommitInterval. At
-// 10,000 requests created at once it made 530 commits about 190, and a
-// promise change re-rendering 7,300 requests 216 commits about 80; a write
-// to an idle store does not wait, and no write waits longer than this.
+// DefaultCommitInterval is the controller's default CommitInterval. It
+// made the 530 commits of 10,000 requests created at once 160, and the 216
+// of a promise change re-rendering 7,300 requests 64 (make bench-10k); a
+// write to an idle store does not wait, and none waits longer than this.
 const DefaultCommitInterval = time.Second
 
 // Scheme returns a scheme with everything the controller reads and writes.
