@@ -8,4 +8,4 @@ CHAOS_KILLS ?= 20
 
 .PHONY: chaos-crash
 chaos-crash: controlplane ## Crash test: 1000 requests, the controller kill -9'd 20 times, then every invariant checked (CHAOS_REQUESTS, CHAOS_KILLS)
-	$(GO) test -count=1 -v -timeout 60m ./test/chaos -run '^TestCrash$$' -args -long -requests $(CHAOS_REQUESTS) -kills $(CHAOS_KILLS)
+	$(GO) test -count=1 -v -timeout 60m ./test/chaos -run '^TestCrash$$' -args -requests $(CHAOS_REQUESTS) -kills $(CHAOS_KILLS) -converge-timeout 20m

@@ -24,24 +24,18 @@ import (
 	"promised.dev/promised/pipelines/local"
 )
 
+// The crash test's size: what fits `make test` by default; `make
+// chaos-crash` runs 1,000 requests and 20 kills.
 var (
-	long         = flag.Bool("long", false, "run TestCrash (make chaos-crash)")
-	flagRequests = flag.Int("requests", 1000, "TestCrash: requests to create")
-	flagKills    = flag.Int("kills", 20, "TestCrash: times the controller is killed with SIGKILL")
-	flagTimeout  = flag.Duration("converge-timeout", 20*time.Minute, "TestCrash: how long convergence (and deletion) may take")
+	flagRequests = flag.Int("requests", 60, "requests to create")
+	flagKills    = flag.Int("kills", 4, "times the controller is killed with SIGKILL")
+	flagTimeout  = flag.Duration("converge-timeout", 5*time.Minute, "how long convergence (and deletion) may take")
 	flagSeed     = flag.Uint64("seed", 0, "random seed (0: from the clock; printed)")
 )
 
-// TestCrashShort is the crash test at a size that fits `make test`.
-func TestCrashShort(t *testing.T) {
-	runCrash(t, crashOptions{requests: 60, kills: 4, timeout: 5 * time.Minute, seed: *flagSeed})
-}
-
-// TestCrash is the long run: `make chaos-crash` (1000 requests, 20 kills).
+// TestCrash kills the controller at random moments while it reconciles,
+// then checks every invariant.
 func TestCrash(t *testing.T) {
-	if !*long {
-		t.Skip("the long crash test runs with -long (make chaos-crash); TestCrashShort runs in make test")
-	}
 	runCrash(t, crashOptions{requests: *flagRequests, kills: *flagKills, timeout: *flagTimeout, seed: *flagSeed})
 }
 
