@@ -11,9 +11,10 @@ import (
 )
 
 // platformSecrets gives in-process stages the platform configuration
-// Secrets, read past the informer cache (the controller does not keep
-// every Secret of the cluster in memory; see recentReader) and only when
-// labelled as platform configuration.
+// Secrets, read straight from the apiserver (never cached: the controller
+// does not keep every Secret of the cluster in memory, and a changed one
+// must reach the next run) and only when labelled as platform
+// configuration.
 type platformSecrets struct {
 	reader client.Reader
 }

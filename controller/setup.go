@@ -133,10 +133,10 @@ func Setup(mgr manager.Manager, opts Options) error {
 		opts.MaxConcurrentReconciles = DefaultConcurrency()
 	}
 	stores := &Stores{Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Dir: opts.StateDir, CommitInterval: opts.CommitInterval, Logger: mgr.GetLogger().WithName("statestore")}
-	// Certificates and platform Secrets: read past the cache, remembered
-	// briefly (see recentReader).
-	recent := newRecentReader(mgr.GetAPIReader(), DefaultSecretRecheck)
-	places := &Placer{Client: mgr.GetClient(), Stores: stores, Sealing: &Sealing{Reader: recent, PlatformKey: opts.PlatformKey}}
+	// Sealing certificates: read past the cache, remembered briefly (see
+	// recentReader).
+	certs := newRecentReader(mgr.GetAPIReader(), DefaultSecretRecheck)
+	places := &Placer{Client: mgr.GetClient(), Stores: stores, Sealing: &Sealing{Reader: certs, PlatformKey: opts.PlatformKey}}
 	objects := &promiseObjects{client: mgr.GetClient()}
 	engine := NewEngine(pipelines.InProcess{
 		Registry: opts.Registry,
@@ -144,7 +144,10 @@ func Setup(mgr manager.Manager, opts Options) error {
 		// how a second credential gets minted.
 		Ledger:  &ledger.Kubernetes{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: opts.PlatformNamespace},
 		Objects: objects,
-		Secrets: platformSecrets{reader: recent},
+		// Read fresh: a changed platform Secret (a new server URL, new
+		// admin credentials) must reach the very next run, a delete
+		// workflow's included.
+		Secrets: platformSecrets{reader: mgr.GetAPIReader()},
 	}, opts.JobRunner)
 	runs := NewRunBook()
 	recorder := mgr.GetEventRecorder("promised")

@@ -48,7 +48,7 @@ type Stores struct {
 }
 
 // DefaultSecretRecheck is Stores.SecretRecheck's default, and how long
-// sealing certificates and platform Secrets are remembered.
+// sealing certificates are remembered.
 const DefaultSecretRecheck = 10 * time.Second
 
 type storeEntry struct {
