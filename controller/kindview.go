@@ -57,12 +57,24 @@ func compareKeys(a, b types.NamespacedName) int {
 	return strings.Compare(a.Name, b.Name)
 }
 
-func (v *kindView) put(obj any) {
+// objectOf returns an event's object and its key; a deletion's final
+// state may come as a tombstone.
+func objectOf(obj any) (*unstructured.Unstructured, types.NamespacedName, bool) {
+	if gone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = gone.Obj
+	}
 	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, types.NamespacedName{}, false
+	}
+	return u, types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}, true
+}
+
+func (v *kindView) put(obj any) {
+	u, key, ok := objectOf(obj)
 	if !ok {
 		return
 	}
-	key := types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if _, known := v.objs[key]; !known {
@@ -73,14 +85,10 @@ func (v *kindView) put(obj any) {
 }
 
 func (v *kindView) remove(obj any) {
-	if gone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-		obj = gone.Obj
-	}
-	u, ok := obj.(*unstructured.Unstructured)
+	_, key, ok := objectOf(obj)
 	if !ok {
 		return
 	}
-	key := types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	delete(v.objs, key)
